@@ -1,0 +1,90 @@
+"""The audit report's figures, rendered headless (matplotlib Agg) to PNG bytes for embedding.
+
+Examples
+--------
+>>> png = distance_histogram(np.array([0.1, 0.2]), np.array([0.2, 0.3]))
+>>> png[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
+True
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from monai_pso.data import load_image
+
+
+def _png(figure: Figure) -> bytes:
+    FigureCanvasAgg(figure)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def distance_histogram(to_training: np.ndarray, to_holdout: np.ndarray, bins: int = 30) -> bytes:
+    """Released images' distances to the (size-matched) training patients and to the holdout."""
+    figure = Figure(figsize=(6.4, 3.6), dpi=100)
+    axes = figure.add_subplot()
+    top = float(max(np.max(to_training), np.max(to_holdout), 1e-12))
+    axes.hist(to_training, bins=bins, range=(0, top), alpha=0.6, label="to the nearest training image", color="tab:red")
+    axes.hist(to_holdout, bins=bins, range=(0, top), alpha=0.6, label="to the nearest holdout image", color="tab:blue")
+    axes.set_xlabel("distance from a released image")
+    axes.set_ylabel("released images")
+    axes.set_title("Distance to closest record (DCR)")
+    axes.legend()
+    return _png(figure)
+
+
+def _picture(image: np.ndarray) -> np.ndarray:
+    """A 2D view of a ``(1, *spatial)`` image: itself, or the middle slice of the last axis in 3D."""
+    image = np.asarray(image)[0]
+    return image if image.ndim == 2 else image[..., image.shape[-1] // 2]
+
+
+def nearest_pairs_figure(pairs: Sequence) -> bytes:
+    """The released images closest to training, each beside its nearest training image.
+
+    ``pairs`` holds :class:`~monai_pso.audit.runner.NearestPair` objects (released, training, distance).
+    """
+    rows = max(1, len(pairs))
+    figure = Figure(figsize=(4.4, 2.1 * rows), dpi=100)
+    for row, pair in enumerate(pairs):
+        for column, (record, caption) in enumerate(((pair.released, "released"), (pair.training, "training"))):
+            axes = figure.add_subplot(rows, 2, 2 * row + column + 1)
+            axes.imshow(_picture(load_image(record)), cmap="gray", vmin=0.0, vmax=1.0)
+            title = f"{caption}: {record.item_id}"
+            axes.set_title(title if column else f"{title}\nd = {pair.distance:.4g}", fontsize=8)
+            axes.set_axis_off()
+    return _png(figure)
+
+
+def singling_out_figure(attack: tuple[float, tuple[float, float]], control: tuple[float, tuple[float, float]], risk: float, ci: tuple[float, float]) -> bytes:
+    """Attack and control success rates with their Wilson intervals; the risk in the title."""
+    figure = Figure(figsize=(4.8, 3.6), dpi=100)
+    axes = figure.add_subplot()
+    values = [attack[0], control[0]]
+    errors = np.array([[v - lo, hi - v] for v, (lo, hi) in (attack, control)]).T.clip(min=0)
+    axes.bar(["training patients", "control patients"], values, yerr=errors, capsize=8, color=["tab:red", "tab:blue"])
+    axes.set_ylim(0, 1)
+    axes.set_ylabel("share of released images singling out one patient")
+    axes.set_title(f"Singling out: risk {risk:.3f} (CI {ci[0]:.3f}-{ci[1]:.3f})", fontsize=10)
+    return _png(figure)
+
+
+def roc_figure(fpr: np.ndarray, tpr: np.ndarray, auc: float, ci: tuple[float, float]) -> bytes:
+    """ROC curve of "closer to the release means training patient"."""
+    figure = Figure(figsize=(4.2, 4.0), dpi=100)
+    axes = figure.add_subplot()
+    axes.plot(fpr, tpr, color="tab:red", label=f"AUC {auc:.3f} (CI {ci[0]:.3f}-{ci[1]:.3f})")
+    axes.plot([0, 1], [0, 1], color="gray", linestyle="--", label="no signal")
+    axes.set_xlabel("holdout patients flagged (false positive rate)")
+    axes.set_ylabel("training patients flagged (true positive rate)")
+    axes.set_title("Membership signal")
+    axes.legend(loc="lower right", fontsize=8)
+    return _png(figure)

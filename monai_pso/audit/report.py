@@ -1,0 +1,211 @@
+"""Write an audit to ``REPORT_DIR``: ``report.json``, ``report.md`` and a self-contained ``report.html``.
+
+``report.json`` holds every figure and interval (:meth:`AuditResult.to_dict` plus the context: release
+folders, index, ledger entries). ``report.md`` has the same tables in Markdown. ``report.html`` adds the
+figures as base64 PNG ``data:`` URIs, so it needs no other file and no network. The three files are
+written into a temporary folder beside ``REPORT_DIR`` and the folder is renamed into place (a previous
+report there is replaced), so a reader never sees a half-written report.
+
+Examples
+--------
+>>> write_report(run_audit(cohorts, [embedder]), "runs/audit", {"release": ["runs/release"]})  # doctest: +SKIP
+PosixPath('runs/audit')
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from monai_pso import __version__
+from monai_pso.audit import figures
+from monai_pso.audit.runner import AuditResult
+from monai_pso.errors import DataSourceError
+
+REPORT_FORMAT = "monai-pso-audit/1"
+
+
+def _ci(bounds: Sequence[float]) -> str:
+    return f"{bounds[0]:.3f} - {bounds[1]:.3f}"
+
+
+def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(test, estimate, interval, p-value, what "no leakage" looks like) for the headline table."""
+    level = f"{100 * report['confidence']:g}%"
+    so = report["singling_out"]
+    return [
+        ("DCR share closer to training", f"{report['dcr_share']:.3f}", f"{level}: {_ci(report['dcr_share_ci'])}", f"{report['dcr_p_value']:.3g}", "0.5"),
+        ("Singling-out risk", f"{report['singling_out_risk']:.3f}", f"{level}: {_ci(report['singling_out_risk_ci'])}", "", "0"),
+        ("- attack rate (training patients)", f"{so['attack_rate']['value']:.3f}", f"{level}: {_ci(so['attack_rate']['ci'])}", "", "= control rate"),
+        ("- control rate (control patients)", f"{so['control_rate']['value']:.3f}", f"{level}: {_ci(so['control_rate']['ci'])}", "", ""),
+        ("Membership AUC", f"{report['membership_auc']:.3f}", f"{level}: {_ci(report['membership_auc_ci'])}", "", "0.5"),
+    ]
+
+
+def copy_rows(report: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    """(embedder, level, distance, released share [CI], holdout share [CI], training patients copied)."""
+    return [
+        (
+            row["embedder"],
+            row["level"],
+            f"{row['distance']:.4g}",
+            f"{row['released_share']:.3f} [{_ci(row['released_ci'])}]",
+            f"{row['holdout_share']:.3f} [{_ci(row['holdout_ci'])}]",
+            str(row["training_patients_copied"]),
+        )
+        for row in report["copy_rate"]
+    ]
+
+
+SUMMARY_HEADER = ("test", "estimate", "interval", "p-value", "no leakage")
+COPY_HEADER = ("embedder", "level", "distance", "released within (share, CI)", "holdout within (share, CI)", "training patients copied")
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _yes_no(flag: bool | None) -> str:
+    return {True: "yes", False: "NO, it is the guard's own", None: "unknown"}[flag]
+
+
+def _facts(report: Mapping[str, Any]) -> list[tuple[str, str]]:
+    counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report["counts"].items())
+    fingerprints = ", ".join(f"{k}: {(v or 'unknown')[:16]}" for k, v in report["fingerprints"].items())
+    return [
+        ("Audit embedding", f"{report['embedder']['name']} (independent of the guard's: {_yes_no(report['independent_of_guard'])})"),
+        ("Release", ", ".join(report.get("release", [])) or "in memory"),
+        ("Counts", counts),
+        ("Fingerprints", fingerprints),
+        ("Threshold tau", "unknown" if report["threshold"] is None else f"{report['threshold']:.6g}"),
+    ]
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    """``report.md``: conclusion, tables, facts and caveats (the figures are in ``report.html``)."""
+    parts = [
+        "# Privacy audit of a synthetic-image release",
+        f"**Conclusion:** {report['conclusion']}",
+        _markdown_table(SUMMARY_HEADER, summary_rows(report)),
+        "## Copy rates",
+        _markdown_table(COPY_HEADER, copy_rows(report)),
+        "## Facts",
+        "\n".join(f"- **{k}:** {v}" for k, v in _facts(report)),
+    ]
+    if report["warnings"]:
+        parts += ["## Caveats", "\n".join(f"- {w}" for w in report["warnings"])]
+    parts.append(f"_monai-pso {report['monai_pso_version']}, {report['created']}. Figures: report.html; every number: report.json._")
+    return "\n\n".join(parts) + "\n"
+
+
+_STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;font-size:14px}"
+    "th{background:#eee}.conclusion{font-size:1.1em;padding:.8em;border-left:6px solid #444;background:#f6f6f6}"
+    "figure{display:inline-block;margin:.5em;vertical-align:top}figcaption{font-size:13px;max-width:640px}"
+)
+
+
+def _img(png: bytes, alt: str, caption: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+
+
+def render_html(report: Mapping[str, Any], result: AuditResult) -> str:
+    """``report.html``: everything in ``report.md`` plus the figures, with no external asset."""
+    so = result.singling_out
+    images = [
+        _img(
+            figures.distance_histogram(result.to_training, result.to_holdout),
+            "DCR histogram",
+            "Distances from each released image to the nearest training image (a subsample with as many patients as the holdout) and to the nearest holdout image. Without leakage the two histograms overlap.",
+        ),
+        _img(
+            figures.singling_out_figure((so.attack.value, so.attack.ci), (so.control.value, so.control.ci), so.risk.value, so.risk.ci),
+            "singling-out rates",
+            "Share of released images whose ball isolates exactly one patient, among training and among control patients (equal numbers).",
+        ),
+        _img(
+            figures.roc_figure(result.membership.fpr, result.membership.tpr, result.membership.auc, result.membership.ci),
+            "membership ROC",
+            "Training vs holdout patients, scored by their distance to the nearest released image. The diagonal is no signal.",
+        ),
+    ]
+    if result.nearest_pairs:
+        images.append(
+            _img(
+                figures.nearest_pairs_figure(result.nearest_pairs),
+                "nearest pairs",
+                "The released images closest to a training image in the audit embedding, each beside that training image.",
+            )
+        )
+    facts = "".join(f"<li><b>{html.escape(k)}:</b> {html.escape(v)}</li>" for k, v in _facts(report))
+    caveats = "".join(f"<li>{html.escape(w)}</li>" for w in report["warnings"])
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>monai-pso audit</title>"
+        f"<style>{_STYLE}</style></head><body>"
+        "<h1>Privacy audit of a synthetic-image release</h1>"
+        f"<p class='conclusion'>{html.escape(report['conclusion'])}</p>"
+        f"{_html_table(SUMMARY_HEADER, summary_rows(report))}"
+        f"<h2>Figures</h2>{''.join(images)}"
+        f"<h2>Copy rates</h2>{_html_table(COPY_HEADER, copy_rows(report))}"
+        f"<h2>Facts</h2><ul>{facts}</ul>"
+        + (f"<h2>Caveats</h2><ul>{caveats}</ul>" if caveats else "")
+        + f"<p><small>monai-pso {html.escape(report['monai_pso_version'])}, {html.escape(report['created'])}</small></p>"
+        "</body></html>\n"
+    )
+
+
+def build_report(result: AuditResult, context: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``report.json`` document: the result's figures, ``context`` (release, index, ledger), provenance."""
+    report = {"format": REPORT_FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "monai_pso_version": __version__}
+    report.update(result.to_dict())
+    report.update(context or {})
+    return report
+
+
+def _replace_folder(staged: Path, target: Path) -> None:
+    """Move ``staged`` to ``target``, replacing a previous folder there with two renames."""
+    if not target.exists():
+        os.replace(staged, target)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.replace(target, retired / target.name)
+    os.replace(staged, target)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def write_report(result: AuditResult, out_dir: str | Path, context: Mapping[str, Any] | None = None) -> Path:
+    """Write ``report.json``, ``report.md`` and ``report.html`` into ``out_dir``, all at once."""
+    out_dir = Path(out_dir).resolve()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataSourceError(out_dir, "exists and is not a folder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    report = build_report(result, context)
+    staged = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        (staged / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        (staged / "report.md").write_text(render_markdown(report), encoding="utf-8")
+        (staged / "report.html").write_text(render_html(report, result), encoding="utf-8")
+        staged.chmod(0o755)
+        _replace_folder(staged, out_dir)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return out_dir

@@ -1,0 +1,138 @@
+"""Where the study's synthetic training set comes from: a pluggable :class:`SyntheticProvider`.
+
+- :class:`ReleaseSynthetic`: an existing guarded release folder written by the generation workflow
+  (:class:`monai_pso.engines.ReleaseWriter`: images plus ``manifest.json`` with each item's ``files`` and
+  ``condition``, the class label; an ``audit.csv`` beside it when the guard logged its decisions).
+- :class:`StandInSynthetic`: **not synthetic**: real images of patients outside train, holdout and test
+  stand in for generated ones. For tests of the pipeline only; reports say so.
+
+A provider returns a :class:`SyntheticSet`: records (images in ``[0, 1]``), the threshold ``tau`` the guard
+applied, and the guard's own summary (rejection rate) when known.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from monai_pso.data import DataSource, ImageRecord, load_source
+from monai_pso.errors import DataSourceError
+
+
+@dataclass
+class SyntheticSet:
+    """A synthetic training set and what the guard said about it."""
+
+    records: list[ImageRecord]
+    tau: float | None
+    description: str
+    guard: dict[str, Any] = field(default_factory=dict)
+    is_stand_in: bool = False
+
+
+class SyntheticProvider(Protocol):
+    """Anything that turns the study's splits into a guarded synthetic set of about ``n`` images."""
+
+    def __call__(self, train: DataSource, holdout: DataSource, n: int, work_dir: Path) -> SyntheticSet: ...
+
+
+def _manifest_tau(manifest: dict[str, Any]) -> float | None:
+    for key in ("tau", "threshold"):
+        value = manifest.get(key)
+        if isinstance(value, dict):
+            value = value.get("tau", value.get("value"))
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None
+
+
+def _audit_summary(path: Path) -> dict[str, Any]:
+    """Rejections counted from the guard's ``audit.csv`` (rows whose decision is not a release)."""
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    column = next((c for c in ("decision", "accepted", "released", "status", "action") if rows and c in rows[0]), None)
+    if column is None:
+        return {"audit_rows": len(rows)}
+    released = sum(str(r[column]).strip().lower() in ("release", "released", "accept", "accepted", "pass", "true", "1") for r in rows)
+    return {"audit_rows": len(rows), "candidates": len(rows), "rejected": len(rows) - released, "rejection_rate": (len(rows) - released) / max(len(rows), 1)}
+
+
+@dataclass
+class ReleaseSynthetic:
+    """Use an existing guarded release folder as the synthetic set.
+
+    Parameters
+    ----------
+    release_dir
+        Folder with ``manifest.json`` (items with ``files`` and ``condition``), or any SOURCE string
+        :func:`monai_pso.data.load_source` reads (labels then come from its datalist).
+    tau
+        The guard's threshold; read from the manifest (``tau`` / ``threshold``) when ``None``.
+    """
+
+    release_dir: str
+    tau: float | None = None
+
+    def __call__(self, train: DataSource, holdout: DataSource, n: int, work_dir: Path) -> SyntheticSet:
+        folder = Path(self.release_dir).expanduser()
+        manifest_path = folder / "manifest.json"
+        if not manifest_path.is_file():
+            records = [replace(r, split="train") for r in load_source(self.release_dir)]
+            return SyntheticSet(records, self.tau, f"release {self.release_dir}")
+        manifest = json.loads(manifest_path.read_text())
+        records = []
+        for item in manifest.get("items", []):
+            files = item.get("files") or []
+            if not files:
+                raise DataSourceError(manifest_path, f"item {item.get('item_id')} lists no files")
+            path = folder / files[0]
+            label = item.get("condition")
+            label = tuple(int(v) for v in label) if isinstance(label, list) else (None if label is None else int(label))
+            records.append(ImageRecord(f"synthetic-{item['item_id']}", f"synthetic-{item['item_id']}", str(path), label, "train", normalize="uint8" if path.suffix.lower() == ".png" else "none"))
+        tau = self.tau if self.tau is not None else _manifest_tau(manifest)
+        guard = {"n_released": manifest.get("n_released", len(records))} | _audit_summary(folder / "audit.csv")
+        return SyntheticSet(records, tau, f"release {self.release_dir}", guard)
+
+
+@dataclass
+class StandInSynthetic:
+    """Stand-in for a generator in tests: real images of *other* patients, guarded by brute force.
+
+    Images of ``source`` (patients disjoint from the study's) are offered as candidates; those within
+    ``tau`` of a training image are rejected (the role of the guard), the first ``n`` others kept.
+    ``tau`` defaults to half the median nearest-training distance of the holdout images.
+
+    Examples
+    --------
+    >>> from monai_pso.data import load_source
+    >>> src = load_source("phantom:2d?patients=6&size=16")
+    >>> out = StandInSynthetic("phantom:2d?patients=6&size=16&seed=7")(src.split("train"), src.split("val"), 4, Path("."))
+    >>> out.is_stand_in, len(out.records) <= 4
+    (True, True)
+    """
+
+    source: str
+
+    tau: float | None = None
+
+    def __call__(self, train: DataSource, holdout: DataSource, n: int, work_dir: Path) -> SyntheticSet:
+        from monai_pso.data import load_image
+        from monai_pso.downstream.guard_check import nearest_training_distances
+
+        train_images = np.stack([load_image(r) for r in train])
+        tau = self.tau
+        if tau is None:
+            tau = 0.5 * float(np.median(nearest_training_distances(np.stack([load_image(r) for r in holdout]), train_images)))
+        candidates = [replace(r, item_id=f"standin-{r.item_id}", patient_id=f"standin-{r.patient_id}", split="train") for r in load_source(self.source)]
+        distances = nearest_training_distances(np.stack([load_image(r) for r in candidates]), train_images)
+        kept = [r for r, d in zip(candidates, distances) if d >= tau][:n]
+        rejected = int((distances < tau).sum())
+        guard = {"candidates": len(candidates), "rejected": rejected, "rejection_rate": rejected / len(candidates), "n_released": len(kept)}
+        return SyntheticSet(kept, tau, f"STAND-IN (real images of other patients, not generated): {self.source}", guard, is_stand_in=True)

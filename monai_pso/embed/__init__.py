@@ -1,0 +1,35 @@
+"""Embedders: images -> vectors whose Euclidean distances the privacy guard thresholds.
+
+- ``pixel`` (:class:`PixelEmbedder`): resampled intensities, RMS distances; global or tiled.
+- ``reid`` (:class:`ReidEmbedder`): a re-identification network trained contrastively
+  (:func:`train_reid`, ``monai-pso embed train``).
+- ``latent`` (:class:`LatentEmbedder`): the latent mean of the LDM's ``AutoencoderKL``.
+
+See ``docs/embedders.md`` for the exact distances and when to use which.
+"""
+
+from monai_pso.embed.base import Embedder, EmbedderSettingsError, Embedding, fingerprint_of
+from monai_pso.embed.distance import image_distances
+from monai_pso.embed.latent import LatentEmbedder
+from monai_pso.embed.pixel import PixelEmbedder
+from monai_pso.embed.registry import EMBEDDERS, create_embedder, embedder_from_settings, load_embedder
+from monai_pso.embed.reid import ReidEmbedder
+from monai_pso.embed.reid_training import train_reid
+from monai_pso.embed.verification import verification_auc
+
+__all__ = [
+    "EMBEDDERS",
+    "Embedder",
+    "EmbedderSettingsError",
+    "Embedding",
+    "LatentEmbedder",
+    "PixelEmbedder",
+    "ReidEmbedder",
+    "create_embedder",
+    "embedder_from_settings",
+    "fingerprint_of",
+    "image_distances",
+    "load_embedder",
+    "train_reid",
+    "verification_auc",
+]

@@ -1,0 +1,81 @@
+"""Helpers the bundle configs call: where the bundle is, its datalists, and the modality presets."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+#: Per modality: the intensity preset and default image sizes (2D slices, 3D volumes). ``auto`` keeps
+#: each record's own preset (set by its reader: phantom ``none``, DICOM CT ``ct``, ...).
+MODALITY_PRESETS: dict[str, dict[str, Any]] = {
+    "auto": {"normalize": None, "size_2d": 64, "size_3d": 32},
+    "ct": {"normalize": "ct", "size_2d": 256, "size_3d": 128},
+    "mri": {"normalize": "mri", "size_2d": 256, "size_3d": 128},
+    "pet": {"normalize": "pet", "size_2d": 128, "size_3d": 128},
+    "xray": {"normalize": "minmax", "size_2d": 256, "size_3d": None},
+}
+
+
+def bundle_root(default: str | Path | None = None) -> str:
+    """The folder of the bundle whose config is being run, whatever the working directory.
+
+    ``python -m monai.bundle run --config_file B/configs/x.json`` runs a ``monai.bundle.ConfigWorkflow``
+    that knows its config folder; this returns that folder's parent. Outside a workflow it returns
+    ``default`` (or the working directory). ``--bundle_root DIR`` overrides it as in every MONAI bundle.
+
+    Examples
+    --------
+    >>> bundle_root("/tmp/b")
+    '/tmp/b'
+    """
+    from monai.bundle import ConfigWorkflow
+
+    for frame in inspect.stack(context=0):
+        owner = frame.frame.f_locals.get("self")
+        if isinstance(owner, ConfigWorkflow):
+            root = Path(owner.config_root_path)
+            return str((root.parent if root.name == "configs" else root).resolve())
+    return str(Path(default).resolve() if default is not None else Path(os.getcwd()))
+
+
+def image_size(modality: str, spatial_dims: int) -> list[int]:
+    """Default training size of ``modality`` in ``spatial_dims`` dimensions.
+
+    Examples
+    --------
+    >>> image_size("ct", 2), image_size("auto", 3)
+    ([256, 256], [32, 32, 32])
+    """
+    size = preset_of(modality)[f"size_{spatial_dims}d"]
+    if size is None:
+        raise ValueError(f"modality {modality!r} has no {spatial_dims}D preset")
+    return [int(size)] * spatial_dims
+
+
+def preset_of(modality: str) -> dict[str, Any]:
+    """The entry of :data:`MODALITY_PRESETS` (``ValueError`` naming the choices when unknown)."""
+    if modality not in MODALITY_PRESETS:
+        raise ValueError(f"modality {modality!r} is not one of {', '.join(MODALITY_PRESETS)}")
+    return MODALITY_PRESETS[modality]
+
+
+def datalist(source: str, split: str | None = "train", modality: str = "auto", limit: int | None = None) -> list[dict[str, Any]]:
+    """The MONAI datalist of ``split`` of the SOURCE, with the modality's intensity preset applied.
+
+    Examples
+    --------
+    >>> items = datalist("phantom:2d?patients=4&acquisitions=2&size=16", "train")
+    >>> sorted(items[0])[:3], items[0]["normalize"]
+    (['acquisition', 'image', 'item_id'], 'none')
+    """
+    from monai_pso.data import load_source
+
+    records = load_source(source).split(split).records
+    normalize = preset_of(modality)["normalize"]
+    if normalize is not None:
+        records = [replace(r, normalize=normalize, modality=modality) for r in records]
+    entries = [r.to_dict() for r in records]
+    return entries[:limit] if limit else entries

@@ -1,0 +1,63 @@
+"""Exception types raised by monai-pso.
+
+Every error a user can cause derives from :class:`MonaiPsoError`; the CLI turns these into one line
+on stderr and a non-zero exit, without a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MonaiPsoError(Exception):
+    """Base class of every error a user can cause (bad input, bad configuration)."""
+
+
+class DataSourceError(MonaiPsoError):
+    """A dataset, file or SOURCE string cannot be read.
+
+    Parameters
+    ----------
+    location
+        The file, folder or SOURCE string at fault.
+    problem
+        What is wrong with it, in plain words.
+
+    Examples
+    --------
+    >>> str(DataSourceError("scans/a.nii.gz", "not a NIfTI file"))
+    'scans/a.nii.gz: not a NIfTI file'
+    """
+
+    def __init__(self, location: str | Path, problem: str):
+        self.location = str(location)
+        self.problem = problem
+        super().__init__(f"{self.location}: {problem}")
+
+
+class UnknownSourceError(DataSourceError):
+    """A SOURCE string names no known kind of dataset."""
+
+
+class ImageValueError(MonaiPsoError):
+    """An image holds values that cannot be processed (NaN, Inf, wrong shape or dimensionality)."""
+
+
+class IndexIntegrityError(MonaiPsoError):
+    """A reference index on disk is missing, empty, corrupted or incomplete."""
+
+
+class FingerprintMismatchError(MonaiPsoError):
+    """Two artefacts were made with different embedders (or settings) and must not be combined."""
+
+
+class PrivacyViolationError(MonaiPsoError):
+    """An image lies closer than the threshold to a training image (raised by the gate in ``raise`` mode)."""
+
+
+class DicomWriteError(MonaiPsoError):
+    """A synthetic image cannot be written as DICOM (shape, modality, spacing or certificate is wrong)."""
+
+
+class PacsError(MonaiPsoError):
+    """A PACS cannot be reached, refuses the association, or a release cannot be sent or fetched."""

@@ -1,0 +1,323 @@
+"""Where the float32 distance arithmetic runs: faiss / BLAS on the CPU, torch on CPU or GPUs, faiss on GPUs.
+
+A backend only produces float32 squared distances (``|q|^2 + |r|^2 - 2 q.r``), candidates below a
+threshold, and float32 k-nearest lists. It never decides anything: the callers in
+:mod:`monai_pso.index.search` widen every threshold by the error bound of :mod:`monai_pso.index.exact` and
+re-measure candidates in float64, so all backends give identical decisions.
+
+======================  ===========================================================================
+name                    arithmetic
+======================  ===========================================================================
+``faiss-cpu``           ``faiss.knn`` (the IndexFlatL2 kernel, no copy of the vectors) and NumPy BLAS
+``torch-cpu``           ``torch.matmul`` on the CPU (mostly for testing the torch code path)
+``torch-cuda``          ``torch.matmul`` on GPUs, TF32 disabled; shard ``i`` lives on GPU ``i % n``
+``faiss-gpu``           ``faiss.GpuIndexFlatL2`` for whole-shard k-NN, ``torch-cuda`` for the rest
+======================  ===========================================================================
+
+Examples
+--------
+>>> backend = get_backend("faiss-cpu")
+>>> refs = np.eye(3, dtype=np.float32)
+>>> placed = backend.place(refs, np.ones(3), slot=0)
+>>> backend.knn(np.zeros((1, 3), np.float32), placed, 1, 0, 3)[0]
+array([[1.]], dtype=float32)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+#: Elements of a ``(queries, references)`` float32 distance block computed at once (64 MiB).
+BLOCK_ELEMENTS = 1 << 24
+
+
+@dataclass
+class Placed:
+    """Reference vectors made resident for a backend.
+
+    Parameters
+    ----------
+    vectors
+        The backend's copy or view of the ``(N, D)`` float32 references (NumPy array, torch tensor).
+    sq_norms
+        Squared norms of the references, float32, in the same place as ``vectors``.
+    extra
+        Backend-specific state (a faiss GPU index).
+    """
+
+    vectors: Any
+    sq_norms: Any
+    extra: Any = None
+
+
+class Backend(ABC):
+    """Float32 distance arithmetic over resident reference vectors."""
+
+    #: Name used in :func:`get_backend` and reports.
+    name: str = ""
+
+    @abstractmethod
+    def place(self, vectors: np.ndarray, norms: np.ndarray, slot: int = 0) -> Placed:
+        """Make ``vectors`` (float32 ``(N, D)``, may be a memory map) resident; ``norms`` are their L2 norms."""
+
+    @abstractmethod
+    def sqdist(self, queries: np.ndarray, placed: Placed, start: int, stop: int) -> np.ndarray:
+        """Float32 squared distances ``(Q, stop - start)`` of ``queries`` to references ``start:stop``."""
+
+    @abstractmethod
+    def below(
+        self, queries: np.ndarray, placed: Placed, start: int, stop: int, thresholds: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pairs ``(query, reference - start)`` whose float32 squared distance is ``<= thresholds[query]``,
+        with that float32 squared distance."""
+
+    @abstractmethod
+    def knn(self, queries: np.ndarray, placed: Placed, k: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` smallest float32 squared distances to references ``start:stop``, ascending, and their
+        positions relative to ``start``; ``k <= stop - start``."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+def _chunks(start: int, stop: int, n_queries: int, dim: int) -> Iterator[tuple[int, int]]:
+    """Reference ranges small enough that a ``(n_queries, range)`` block fits :data:`BLOCK_ELEMENTS`."""
+    step = max(1024, BLOCK_ELEMENTS // max(1, n_queries))
+    for lo in range(start, stop, step):
+        yield lo, min(stop, lo + step)
+
+
+def _joined(found: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenate per-chunk ``(query, reference, value)`` triples."""
+    queries, refs, values = zip(*found) if found else ((np.zeros(0, np.int64),),) * 2 + ((np.zeros(0, np.float32),),)
+    return np.concatenate(queries).astype(np.int64), np.concatenate(refs).astype(np.int64), np.concatenate(values)
+
+
+def _reduced_thresholds(thresholds: np.ndarray, query_sq_norms: np.ndarray) -> np.ndarray:
+    """``thresholds - |q|^2`` as float32, rounded up: compared with ``|r|^2 - 2 q.r`` it keeps every candidate."""
+    reduced = (np.asarray(thresholds, np.float64) - query_sq_norms).astype(np.float32)
+    return np.nextafter(reduced, np.float32(np.inf))
+
+
+def _sq_norms(queries: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", queries, queries, dtype=np.float64)
+
+
+@contextlib.contextmanager
+def _faiss_blas() -> Iterator[None]:
+    """Let faiss use its BLAS k-NN kernel whatever the batch size (its SIMD loop is slower here)."""
+    import faiss
+
+    previous = faiss.cvar.distance_compute_blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = 1
+    try:
+        yield
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = previous
+
+
+class NumpyBackend(Backend):
+    """CPU arithmetic: ``faiss.knn`` for k-NN, NumPy BLAS for distance blocks (``faiss-cpu``).
+
+    Blocks hold ``|r|^2 - 2 q.r`` (float32, one product with ``-2 q``, exact scaling, and one addition);
+    ``|q|^2`` is added in float64 per candidate, or moved to the threshold side rounded up.
+    """
+
+    name = "faiss-cpu"
+
+    def place(self, vectors: np.ndarray, norms: np.ndarray, slot: int = 0) -> Placed:
+        return Placed(vectors, np.square(np.asarray(norms, np.float64)).astype(np.float32))
+
+    def _partial(self, queries: np.ndarray, placed: Placed, start: int, stop: int) -> np.ndarray:
+        block = (queries * np.float32(-2.0)) @ np.asarray(placed.vectors[start:stop]).T
+        block += placed.sq_norms[start:stop]
+        return block
+
+    def sqdist(self, queries: np.ndarray, placed: Placed, start: int, stop: int) -> np.ndarray:
+        block = self._partial(queries, placed, start, stop)
+        block += _sq_norms(queries).astype(np.float32)[:, None]
+        return block
+
+    def below(self, queries, placed, start, stop, thresholds):
+        query_sq = _sq_norms(queries)
+        limits = _reduced_thresholds(thresholds, query_sq)[:, None]
+        found = []
+        for lo, hi in _chunks(start, stop, len(queries), queries.shape[1]):
+            block = self._partial(queries, placed, lo, hi)
+            q, r = np.nonzero(block <= limits)
+            found.append((q, r + (lo - start), block[q, r] + query_sq[q]))
+        return _joined(found)
+
+    def knn(self, queries, placed, k, start, stop):
+        import faiss
+
+        with _faiss_blas():
+            distances, positions = faiss.knn(queries, np.asarray(placed.vectors[start:stop]), k)
+        return distances, positions.astype(np.int64)
+
+
+@contextlib.contextmanager
+def full_float32_matmul() -> Iterator[None]:
+    """Run torch float32 matrix products in full IEEE float32 (no TF32, no bf16), then restore.
+
+    The error bound of :mod:`monai_pso.index.exact` assumes float32 products; TF32 keeps only 10 bits.
+
+    Examples
+    --------
+    >>> with full_float32_matmul():
+    ...     torch.get_float32_matmul_precision()
+    'highest'
+    """
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+class TorchBackend(Backend):
+    """Torch arithmetic on ``device`` (``"cpu"`` or ``"cuda"``); on CUDA, shard ``slot`` goes to GPU ``slot % n``.
+
+    Examples
+    --------
+    >>> TorchBackend("cpu").name
+    'torch-cpu'
+    """
+
+    def __init__(self, device: str = "cpu"):
+        self.device = torch.device(device)
+        self.name = f"torch-{self.device.type}"
+
+    def _device_for(self, slot: int) -> torch.device:
+        if self.device.type == "cuda" and self.device.index is None:
+            return torch.device("cuda", slot % max(1, torch.cuda.device_count()))
+        return self.device
+
+    def place(self, vectors: np.ndarray, norms: np.ndarray, slot: int = 0) -> Placed:
+        device = self._device_for(slot)
+        with warnings.catch_warnings():  # read-only memory maps: torch warns although nothing writes to them
+            warnings.simplefilter("ignore", UserWarning)
+            tensor = torch.as_tensor(np.asarray(vectors), device=device)
+        sq_norms = torch.as_tensor(np.square(np.asarray(norms, np.float64)), device=device).to(torch.float32)
+        return Placed(tensor, sq_norms)
+
+    def _partial(self, queries: torch.Tensor, placed: Placed, start: int, stop: int) -> torch.Tensor:
+        """``|r|^2 - 2 q.r`` in float32 (``alpha = -2`` scales exactly)."""
+        return torch.addmm(placed.sq_norms[start:stop].unsqueeze(0), queries, placed.vectors[start:stop].T, alpha=-2.0)
+
+    def _queries(self, queries: np.ndarray, placed: Placed) -> torch.Tensor:
+        return torch.as_tensor(queries, device=placed.vectors.device)
+
+    def sqdist(self, queries, placed, start, stop):
+        query_sq = torch.as_tensor(_sq_norms(queries).astype(np.float32), device=placed.vectors.device)
+        with full_float32_matmul():
+            block = self._partial(self._queries(queries, placed), placed, start, stop)
+            return block.add_(query_sq.unsqueeze(1)).cpu().numpy()
+
+    def below(self, queries, placed, start, stop, thresholds):
+        q = self._queries(queries, placed)
+        query_sq = _sq_norms(queries)
+        limits = torch.as_tensor(_reduced_thresholds(thresholds, query_sq), device=q.device).unsqueeze(1)
+        found = []
+        with full_float32_matmul():
+            for lo, hi in _chunks(start, stop, len(queries), queries.shape[1]):
+                block = self._partial(q, placed, lo, hi)
+                pairs = torch.nonzero(block <= limits)
+                values = block[pairs[:, 0], pairs[:, 1]].cpu().numpy()
+                pairs = pairs.cpu().numpy()
+                found.append((pairs[:, 0], pairs[:, 1] + (lo - start), values + query_sq[pairs[:, 0]]))
+        return _joined(found)
+
+    def knn(self, queries, placed, k, start, stop):
+        q = self._queries(queries, placed)
+        best_d = torch.empty((len(queries), 0), device=q.device)
+        best_i = torch.empty((len(queries), 0), device=q.device, dtype=torch.int64)
+        with full_float32_matmul():
+            for lo, hi in _chunks(start, stop, len(queries), queries.shape[1]):
+                d, i = torch.topk(self._partial(q, placed, lo, hi), min(k, hi - lo), dim=1, largest=False)
+                best_d, order = torch.topk(torch.cat([best_d, d], 1), min(k, best_d.shape[1] + d.shape[1]), dim=1, largest=False)
+                best_i = torch.gather(torch.cat([best_i, i + (lo - start)], 1), 1, order)
+        query_sq = torch.as_tensor(_sq_norms(queries).astype(np.float32), device=q.device).unsqueeze(1)
+        return (best_d + query_sq).cpu().numpy(), best_i.cpu().numpy()
+
+
+class FaissGpuBackend(TorchBackend):
+    """faiss ``GpuIndexFlatL2`` (full float32, no TF32) for whole-shard k-NN; ``torch-cuda`` for the rest."""
+
+    def __init__(self):
+        super().__init__("cuda")
+        self.name = "faiss-gpu"
+        self._resources = None
+
+    def place(self, vectors, norms, slot=0):
+        import faiss
+
+        placed = super().place(vectors, norms, slot)
+        if self._resources is None:
+            self._resources = faiss.StandardGpuResources()
+        config = faiss.GpuIndexFlatConfig()
+        config.device = placed.vectors.device.index or 0
+        index = faiss.GpuIndexFlatL2(self._resources, vectors.shape[1], config)
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        placed.extra = index
+        return placed
+
+    def knn(self, queries, placed, k, start, stop):
+        if start == 0 and stop == placed.extra.ntotal and k <= 2048:
+            distances, positions = placed.extra.search(queries, k)
+            return distances, positions.astype(np.int64)
+        return super().knn(queries, placed, k, start, stop)
+
+
+def faiss_gpu_count() -> int:
+    """Number of GPUs faiss can use (0 with faiss-cpu)."""
+    import faiss
+
+    return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
+
+
+def available_backends() -> list[str]:
+    """Names of the backends usable on this machine, CPU ones first.
+
+    Examples
+    --------
+    >>> available_backends()[:2]
+    ['faiss-cpu', 'torch-cpu']
+    """
+    names = ["faiss-cpu", "torch-cpu"]
+    if torch.cuda.is_available():
+        names.append("torch-cuda")
+        if faiss_gpu_count() > 0:
+            names.append("faiss-gpu")
+    return names
+
+
+def get_backend(name: str | Backend = "auto") -> Backend:
+    """A backend by name; ``"auto"`` takes ``faiss-gpu``, else ``torch-cuda``, else ``faiss-cpu``.
+
+    Examples
+    --------
+    >>> get_backend("torch-cpu").name
+    'torch-cpu'
+    """
+    if isinstance(name, Backend):
+        return name
+    available = available_backends()
+    if name == "auto":
+        name = next(n for n in ("faiss-gpu", "torch-cuda", "faiss-cpu") if n in available)
+    if name not in available:
+        raise ValueError(f"backend {name!r} is not available here (available: {', '.join(available)})")
+    if name == "faiss-cpu":
+        return NumpyBackend()
+    if name == "faiss-gpu":
+        return FaissGpuBackend()
+    return TorchBackend(name.removeprefix("torch-"))

@@ -18,7 +18,7 @@ For each dimension (256, 1024) and reference count (1e4, 1e5, 1e6):
 
 Usage::
 
-    python benchmarks/index.py                                 # 1e4,1e5,1e6 x 256,1024 (CPU: ~8 GB peak)
+    python benchmarks/index.py                                 # 1e4,1e5,1e6 x 256,1024 (CPU: ~6.5 GB peak, ~7 min)
     python benchmarks/index.py --sizes 1e4 --dims 256 --queries 50   # small
 """
 
@@ -45,7 +45,7 @@ from threadpoolctl import threadpool_limits
 from monai_pso import __version__
 from monai_pso.index import ReferenceIndex, get_backend
 from monai_pso.index.exact import float32_error_bound, float64_slack, pair_distances, row_norms
-from monai_pso.index.shard import DEFAULT_SHARD_ROWS, ShardBuilder
+from monai_pso.index.shard import ShardBuilder
 
 SHARED = Path(os.environ.get("MONAI_PSO_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -104,14 +104,14 @@ class DiagonalMixture:
         return self.means[component] + self.stds[component] * noise
 
 
-def build_references(real: np.ndarray, mixture: DiagonalMixture | None, size: int, seed: int, shard_rows: int) -> tuple[ReferenceIndex, int]:
+def build_references(real: np.ndarray, mixture: DiagonalMixture | None, size: int, seed: int, shard_rows: int | None) -> tuple[ReferenceIndex, int]:
     """Index ``size`` rows: real ones first, then mixture samples generated chunk by chunk."""
     rng = np.random.default_rng(seed)
     builder = ShardBuilder(shard_rows=shard_rows, seed=seed)
     n_real = min(size, len(real))
     builder.add(real[rng.permutation(len(real))[:n_real]], np.arange(n_real))
-    for start in range(n_real, size, 1 << 17):
-        count = min(size, start + (1 << 17)) - start
+    for start in range(n_real, size, 1 << 16):
+        count = min(size, start + (1 << 16)) - start
         builder.add(mixture.sample(count, rng), np.arange(start, start + count))
     shards = builder.finish()
     patients = [f"real-{i}" if i < n_real else "synthetic" for i in range(size)]
@@ -277,7 +277,7 @@ def check_exactness(index, queries, tau, flat_sq, flat_rows, ours, n_brute, rng)
 
 def run_one(dim: int, size: int, real: np.ndarray, queries: np.ndarray, mixture, args) -> dict[str, Any]:
     n_queries = len(queries)
-    repeat = 2 if size <= 100_000 else 1
+    repeat = 3 if size <= 100_000 else 2
     start = time.perf_counter()
     index, n_real = build_references(real, mixture, size, args.seed, args.shard_rows)
     index.use_backend(args.backend)
@@ -346,7 +346,7 @@ def main() -> None:
     parser.add_argument("--percentile", type=float, default=5.0, help="tau = this percentile of query NN distances")
     parser.add_argument("--backend", default="auto", help="index backend (faiss-cpu, torch-cpu, torch-cuda, faiss-gpu)")
     parser.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads for both sides (1: shared machine)")
-    parser.add_argument("--shard-rows", type=int, default=DEFAULT_SHARD_ROWS)
+    parser.add_argument("--shard-rows", type=int, default=None, help="rows per shard (default: 1 GiB of vectors)")
     parser.add_argument("--flat-copy-gb", type=float, default=2.0, help="largest IndexFlatL2 copy of the rows (else faiss.knn in place)")
     parser.add_argument("--brute", type=int, default=16, help="queries also checked by full float64 brute force")
     parser.add_argument("--seed", type=int, default=0)

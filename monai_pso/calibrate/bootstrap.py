@@ -49,8 +49,8 @@ def percentile_interval(replicates: np.ndarray, confidence: float = 0.95) -> tup
 
     Examples
     --------
-    >>> percentile_interval(np.arange(101.0), 0.9)
-    (5.0, 95.0)
+    >>> percentile_interval(np.arange(101.0), 0.5)
+    (25.0, 75.0)
     """
     tail = 50.0 * (1.0 - confidence)
     low, high = np.percentile(replicates, [tail, 100.0 - tail])

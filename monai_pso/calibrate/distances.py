@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from monai_pso.calibrate.measure import check_image_batch, nearest_training_items
+from monai_pso.calibrate.views import QueryViews
 from monai_pso.data import DataSource, ImageRecord, load_image
 from monai_pso.embed.base import Embedder
 from monai_pso.embed.distance import image_distances
@@ -77,7 +78,10 @@ def record_batches(records: Sequence[ImageRecord], batch_size: int) -> Iterator[
     chunk: list[ImageRecord] = []
     images: list[np.ndarray] = []
     for record in records:
-        image = load_image(record)
+        try:
+            image = load_image(record)
+        except ImageValueError as error:
+            raise ImageValueError(f"{record.item_id}: {error}") from None
         if images and (len(images) == batch_size or image.shape != images[0].shape):
             yield chunk, np.stack(images)
             chunk, images = [], []
@@ -87,18 +91,22 @@ def record_batches(records: Sequence[ImageRecord], batch_size: int) -> Iterator[
         yield chunk, np.stack(images)
 
 
-def holdout_distances(index, embedder: Embedder, source: DataSource, batch_size: int = 64, progress: bool = True) -> PatientDistances:
-    """Distance of every image of ``source`` to the nearest training image of ``index``."""
+def holdout_distances(
+    index, embedder: Embedder, source: DataSource, views: QueryViews | None = None, batch_size: int = 64, progress: bool = True
+) -> PatientDistances:
+    """Distance of every image of ``source`` (with its extra ``views``) to the nearest training image of ``index``."""
     values, patients = [], []
     with tqdm(total=len(source), desc="Held-out distances", unit="img", disable=not progress) as bar:
         for chunk, images in record_batches(source.records, batch_size):
-            values.append(np.asarray(nearest_training_items(index, embedder, images).distance, np.float64))
+            values.append(np.asarray(nearest_training_items(index, embedder, images, views).distance, np.float64))
             patients.extend(r.patient_id for r in chunk)
             bar.update(len(chunk))
     return PatientDistances(np.concatenate(values), np.array(patients, dtype=str), (source.description,))
 
 
-def same_patient_distances(embedder: Embedder, source: DataSource, index=None, progress: bool = True) -> PatientDistances:
+def same_patient_distances(
+    embedder: Embedder, source: DataSource, views: QueryViews | None = None, index=None, progress: bool = True
+) -> PatientDistances:
     """Per image of a patient with two or more images: the distance to that patient's nearest other image.
 
     Parameters
@@ -107,6 +115,8 @@ def same_patient_distances(embedder: Embedder, source: DataSource, index=None, p
         The guard's embedder.
     source
         The images (patients with a single image are skipped).
+    views
+        Extra query-side views of each image (:class:`~monai_pso.calibrate.views.QueryViews`).
     index
         When given, images are checked to fit it (shape, dimensionality).
     """
@@ -118,7 +128,7 @@ def same_patient_distances(embedder: Embedder, source: DataSource, index=None, p
             raise ImageValueError(f"{source.description}: the images of patient {records[0].patient_id} differ in shape")
         batch = check_image_batch(np.stack(images), index)
         with torch.no_grad():
-            matrix = image_distances(embedder.embed_queries(batch), embedder.embed(batch))
+            matrix = image_distances((views or QueryViews()).embed(embedder, torch.from_numpy(batch)), embedder.embed(batch))
         np.fill_diagonal(matrix, np.inf)
         values.append(matrix.min(axis=1))
         patients.extend(r.patient_id for r in records)

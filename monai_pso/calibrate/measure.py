@@ -1,6 +1,6 @@
 """The one measurement behind calibration and the gate: images -> distance to the training set.
 
-``embed_queries`` of the images, then the index's exact nearest training item per image. Everything
+``embed_queries`` of the images (and of their extra views, :mod:`monai_pso.calibrate.views`), then the index's exact nearest training item per image. Everything
 that could make the answer meaningless is refused here, before any decision is taken from it: a batch
 that is not ``(B, 1, *spatial)``, NaN / Inf values, values outside ``[0, 1]`` (the embedders would clip
 them silently, so the distance would belong to another image than the one released), a spatial shape
@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from monai_pso.calibrate.views import QueryViews
 from monai_pso.embed.base import Embedder
 from monai_pso.errors import ImageValueError, IndexIntegrityError
 from monai_pso.index import NearestItems
@@ -58,7 +59,7 @@ def check_image_batch(images: torch.Tensor | np.ndarray, index: Any) -> np.ndarr
     return batch
 
 
-def nearest_training_items(index: Any, embedder: Embedder, images: torch.Tensor | np.ndarray) -> NearestItems:
+def nearest_training_items(index: Any, embedder: Embedder, images: torch.Tensor | np.ndarray, views: QueryViews | None = None) -> NearestItems:
     """Per image of the batch: the exact distance to the nearest training image, and which one it is.
 
     Parameters
@@ -71,6 +72,8 @@ def nearest_training_items(index: Any, embedder: Embedder, images: torch.Tensor 
         embeds ``images``.
     images
         ``(B, 1, *spatial)`` in ``[0, 1]``.
+    views
+        Extra query-side views (:class:`~monai_pso.calibrate.views.QueryViews`); ``None``: the image only.
 
     Raises
     ------
@@ -81,7 +84,7 @@ def nearest_training_items(index: Any, embedder: Embedder, images: torch.Tensor 
     """
     batch = check_image_batch(images, index)
     with torch.no_grad():
-        embedding = embedder.embed_queries(batch)
+        embedding = (views or QueryViews()).embed(embedder, torch.from_numpy(batch))
     found = index.nearest_items(embedding)
     distance = np.asarray(found.distance, dtype=np.float64)
     if distance.shape != (len(batch),) or not np.isfinite(distance).all() or (np.asarray(found.item) < 0).any():

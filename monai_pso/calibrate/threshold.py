@@ -20,6 +20,7 @@ from typing import Any
 
 from monai_pso import __version__
 from monai_pso.calibrate.files import write_json_atomic
+from monai_pso.calibrate.views import QueryViews
 from monai_pso.errors import DataSourceError, FingerprintMismatchError
 
 #: Written into every threshold file; :meth:`Threshold.load` refuses other formats.
@@ -105,6 +106,9 @@ class Threshold:
         :func:`~monai_pso.calibrate.provenance.index_fingerprint`).
     index_manifest_sha256
         The ``manifest_sha256`` of the saved index, when it was loaded from disk.
+    query_views
+        The extra query-side views distances are measured with (:class:`~monai_pso.calibrate.views.QueryViews`
+        as a dict); the gate uses the same.
     sources
         Descriptions of the training, holdout and same-patient data.
     notes
@@ -137,6 +141,7 @@ class Threshold:
     embedder_name: str = ""
     index_fingerprint: str = ""
     index_manifest_sha256: str | None = None
+    query_views: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -147,6 +152,11 @@ class Threshold:
             raise ValueError(f"threshold value must be a positive finite number, got {self.value!r}")
         if self.rule not in RULES or self.applied_rule not in RULES:
             raise ValueError(f"rule must be one of {', '.join(RULES)}")
+
+    @property
+    def views(self) -> QueryViews:
+        """The query-side views this threshold was calibrated with."""
+        return QueryViews.from_dict(self.query_views)
 
     def releases(self, distance: float) -> bool:
         """Whether an image at ``distance`` from the training set passes (``distance >= value``)."""
@@ -232,6 +242,7 @@ class Threshold:
     def describe(self) -> str:
         """A few lines for the terminal: tau, its parts with intervals, the utility cost."""
         lines = [f"tau = {self.value:.6g}  (rule {self.rule}, applied {self.applied_rule}; {self.confidence:.0%} CI {_interval(self.interval)})"]
+        lines.append(f"  embedder {self.embedder_name} {self.embedder_fingerprint[:12]}, query views {self.views}")
         for part in (self.holdout, self.same):
             if part is None:
                 lines.append("  same-patient: absent (no patient with two or more images)")

@@ -41,6 +41,9 @@ def _register() -> None:
     main.add_command(pacs.fetch)
     from monai_pso.cli.study import study; main.add_command(study)  # noqa: E702
     from monai_pso.cli.embed import embed; main.add_command(embed)  # noqa: E702
+    from monai_pso.cli.index import index; main.add_command(index)  # noqa: E702
+    from monai_pso.cli.calibrate import calibrate; main.add_command(calibrate)  # noqa: E702
+    from monai_pso.cli.gate import gate; main.add_command(gate)  # noqa: E702
 
 
 _register()

@@ -48,16 +48,25 @@ class AuditLog:
         The CSV file (created, or truncated).
     columns
         Column names; a ``time`` column, when listed and not given, is filled with :func:`utc_now`.
+    append
+        Add to an existing log (whose header must be ``columns``) instead of starting a new one.
     """
 
-    def __init__(self, path: str | Path, columns: Sequence[str]) -> None:
+    def __init__(self, path: str | Path, columns: Sequence[str], append: bool = False) -> None:
         self.path = Path(path)
         self.columns = tuple(columns)
         self.rows = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._stream = self.path.open("w", newline="")
+        existing = append and self.path.is_file() and self.path.stat().st_size > 0
+        if existing:
+            with self.path.open(newline="") as stream:
+                header = tuple(next(csv.reader(stream), ()))
+            if header != self.columns:
+                raise ValueError(f"{self.path}: audit log has columns {header}, expected {self.columns}")
+        self._stream = self.path.open("a" if append else "w", newline="")
         self._writer = csv.DictWriter(self._stream, fieldnames=self.columns)
-        self._writer.writeheader()
+        if not existing:
+            self._writer.writeheader()
         self._stream.flush()
 
     def write(self, **row: Any) -> None:

@@ -38,20 +38,27 @@ def distance_statistics(distances: np.ndarray, threshold: float, bins: int = 30)
     return stats
 
 
-def plot_distances(path: str | Path, distances: np.ndarray, released: np.ndarray, threshold: float, title: str, bins: int = 30) -> Path:
-    """Write a PNG histogram of nearest-neighbour distances, released and rejected stacked, tau marked."""
-    values = np.asarray(distances, dtype=np.float64)
-    released = np.asarray(released, dtype=bool)
-    top = max(float(values.max()) if values.size else 0.0, 1.25 * float(threshold))
-    figure = Figure(figsize=(6, 3.6), dpi=100)
+def plot_distances(path: str | Path, panels: dict[str, tuple[np.ndarray, np.ndarray, float]], title: str, bins: int = 30) -> Path:
+    """Write a PNG with one histogram per check of distances to the nearest training image.
+
+    Parameters
+    ----------
+    panels
+        Per check name: distances, whether each passed the check, and its tau (a dashed line).
+    """
+    figure = Figure(figsize=(6, 3.2 * len(panels)), dpi=100)
     FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    axes.hist([values[released], values[~released]], bins=bins, range=(0.0, top), stacked=True, label=["released", "rejected"], color=["tab:blue", "tab:red"])
-    axes.axvline(threshold, color="black", linestyle="--", label=f"tau = {threshold:.4g}")
-    axes.set_xlabel("distance to the nearest training image")
-    axes.set_ylabel("images")
-    axes.set_title(title)
-    axes.legend()
+    for row, (name, (distances, passed, tau)) in enumerate(panels.items(), start=1):
+        values = np.asarray(distances, dtype=np.float64)
+        passed = np.asarray(passed, dtype=bool)
+        top = max(float(values.max()) if values.size else 0.0, 1.25 * float(tau))
+        axes = figure.add_subplot(len(panels), 1, row)
+        axes.hist([values[passed], values[~passed]], bins=bins, range=(0.0, top), stacked=True, label=["passed", "too close"], color=["tab:blue", "tab:red"])
+        axes.axvline(tau, color="black", linestyle="--", label=f"tau = {tau:.4g}")
+        axes.set_xlabel(f"distance to the nearest training image ({name} check)")
+        axes.set_ylabel("images")
+        axes.legend()
+    figure.suptitle(title)
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

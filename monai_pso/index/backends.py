@@ -97,8 +97,10 @@ def _chunks(start: int, stop: int, n_queries: int, dim: int) -> Iterator[tuple[i
 
 def _joined(found: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Concatenate per-chunk ``(query, reference, value)`` triples."""
-    queries, refs, values = zip(*found) if found else ((np.zeros(0, np.int64),),) * 2 + ((np.zeros(0, np.float32),),)
-    return np.concatenate(queries).astype(np.int64), np.concatenate(refs).astype(np.int64), np.concatenate(values)
+    if len(found) == 1:
+        return found[0]
+    queries, refs, values = zip(*found) if found else ((np.zeros(0, np.int64),),) * 2 + ((np.zeros(0, np.float64),),)
+    return np.concatenate(queries), np.concatenate(refs), np.concatenate(values)
 
 
 def _reduced_thresholds(thresholds: np.ndarray, query_sq_norms: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ from monai_pso.errors import ImageValueError, IndexIntegrityError
 from monai_pso.index.backends import Backend
 from monai_pso.index.exact import check_finite_vectors
 from monai_pso.index.reference import EmbedderInfo, ReferenceIndex
-from monai_pso.index.shard import DEFAULT_SHARD_ROWS, ShardBuilder
+from monai_pso.index.shard import ShardBuilder
 
 if TYPE_CHECKING:  # the data layer (and MONAI) is imported when an index is built, not on import
     from monai_pso.data import DataSource, ImageRecord
@@ -77,7 +77,7 @@ def build_index(
     split: str | None = "train",
     batch_size: int = 64,
     *,
-    shard_rows: int = DEFAULT_SHARD_ROWS,
+    shard_rows: int | None = None,
     n_clusters: int | None = None,
     seed: int = 0,
     projection_dim: int | None = None,
@@ -97,8 +97,8 @@ def build_index(
     batch_size
         Images embedded per call, as ``(B, 1, *spatial)`` float32 in ``[0, 1]``.
     shard_rows, n_clusters, seed, projection_dim
-        Rows per shard, k-means clusters per shard (default ``sqrt`` of its rows), k-means seed and
-        directions of the projection filter (default 32 from dimension 128 up; 0 disables it).
+        Rows per shard (default: 1 GiB of vectors), k-means clusters per shard (default ``sqrt`` of its rows), k-means seed and
+        directions of the projection filter (default ``D / 16`` clipped to 32..128 from dimension 128 up; 0 disables it).
     backend
         Backend the returned index searches with.
     progress

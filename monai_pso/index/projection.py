@@ -43,14 +43,17 @@ _CHUNK = 1 << 15
 
 
 def default_projection_dim(dim: int) -> int:
-    """32 directions for vectors of 128 dimensions or more, else none (the filter would not pay).
+    """``dim / 16`` directions, at least 32 and at most 128, from 128 dimensions up; below, none.
+
+    Fewer directions make the filter cheaper but leave more pairs to re-measure in float64 (on IXI
+    slices: 32 suit 256 dimensions, 64 double the throughput at 1024 over 32).
 
     Examples
     --------
-    >>> default_projection_dim(1024), default_projection_dim(64)
-    (32, 0)
+    >>> default_projection_dim(256), default_projection_dim(1024), default_projection_dim(64)
+    (32, 64, 0)
     """
-    return 32 if dim >= 128 else 0
+    return int(min(128, max(32, dim // 16))) if dim >= 128 else 0
 
 
 def fit_projection(vectors: np.ndarray, m: int, seed: int = 0) -> np.ndarray:

@@ -25,7 +25,7 @@ from monai_pso.index.backends import Backend, get_backend
 from monai_pso.index.exact import check_finite_vectors
 from monai_pso.index.items import ItemQueries
 from monai_pso.index.search import STRATEGIES, AnyWithin, Queries, SearchState, ShardSearcher, TopK
-from monai_pso.index.shard import DEFAULT_SHARD_ROWS, Shard, ShardBuilder
+from monai_pso.index.shard import Shard, ShardBuilder
 
 #: Queries searched together (bounds the ``(queries, clusters)`` arrays of pruned search).
 QUERY_CHUNK = 1024
@@ -129,7 +129,7 @@ class ReferenceIndex(ItemQueries):
         image_shape: Sequence[int] | None = None,
         embedder: EmbedderInfo | Embedder | None = None,
         source: str = "vectors",
-        shard_rows: int = DEFAULT_SHARD_ROWS,
+        shard_rows: int | None = None,
         n_clusters: int | None = None,
         seed: int = 0,
         projection_dim: int | None = None,
@@ -137,8 +137,8 @@ class ReferenceIndex(ItemQueries):
     ) -> "ReferenceIndex":
         """An index over ``vectors`` ``(N, D)``, row ``i`` belonging to item ``row_item[i]``.
 
-        ``n_clusters`` is per shard (default ``sqrt`` of its rows); ``projection_dim`` the directions of the
-        projection filter (default 32 from dimension 128 up, 0 disables it).
+        ``shard_rows`` defaults to 1 GiB of vectors per shard; ``n_clusters`` is per shard (default ``sqrt`` of its rows); ``projection_dim`` the directions of the
+        projection filter (default ``D / 16`` clipped to 32..128 from dimension 128 up, 0 disables it).
 
         Examples
         --------

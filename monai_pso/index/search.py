@@ -18,7 +18,7 @@ Two strategies give the same answers:
   ``d(q, r) >= lb - R``: the cluster is skipped when that is ``>= radius``. Members are sorted by their
   distance ``m`` to the centroid and ``|d(q, c) - m| <= d(q, r)``, so only members with
   ``lb - radius < m < ub + radius`` are scanned (one contiguous slice). For the range question that slice is
-  first filtered in ``m = 32`` dimensions by the certified projection bound of
+  first filtered in ``m`` dimensions (``D / 16``, 32 to 128) by the certified projection bound of
   :mod:`monai_pso.index.projection`, and the few pairs left are re-measured in float64. For k-NN the radius
   is the current k-th distance, seeded from the nearest cluster and shrinking as better rows are found; the
   slice is scanned in full dimension (near the k-th distance the projection leaves too many pairs).
@@ -29,8 +29,7 @@ so pruning only ever removes rows whose canonical distance exceeds the radius.
 Examples
 --------
 >>> from monai_pso.index.backends import get_backend
->>> from monai_pso.index.projection import project, projection_error
-from monai_pso.index.shard import Shard
+>>> from monai_pso.index.shard import Shard
 >>> rng = np.random.default_rng(0)
 >>> shard = Shard.build(rng.normal(size=(200, 8)).astype(np.float32), np.arange(200), n_clusters=8)
 >>> searcher = ShardSearcher(shard, get_backend("faiss-cpu"))
@@ -297,8 +296,8 @@ class ShardSearcher:
         """Offer the rows of ``start:stop`` (inside ``cluster``) that the projection filter cannot exclude."""
         self.projected_pairs_scanned += len(selected) * (stop - start)
         scale = self.shard.projection_scale
-        reach = state.radius(selected) * (1.0 + self.slack) * scale
-        reach += projection_error(scale, queries.norms[selected]) + projection_error(scale, self.shard.cluster_max_norm[cluster])
+        reach = state.radius(selected) * ((1.0 + self.slack) * scale)
+        reach += projection_error(scale, queries.norms[selected] + self.shard.cluster_max_norm[cluster])
         bound = float32_error_bound(self.shard.projection_dim, projected.norms[selected], self.cluster_max_projected_norm[cluster])
         thresholds = squared_threshold(reach, bound, self.slack)
         pairs_q, pairs_r, _ = self.backend.below(projected.vectors[selected], self.placed_projected, start, stop, thresholds)

@@ -207,12 +207,25 @@ class Shard:
             raise IndexIntegrityError(f"{location}: inconsistent shard: {'; '.join(problems)}")
 
 
-#: Rows per shard unless told otherwise (4 GiB of float32 at dimension 1024).
-DEFAULT_SHARD_ROWS = 1 << 20
+#: Bytes of float32 vectors per shard unless told otherwise (1 GiB: 2**20 rows at dimension 256).
+DEFAULT_SHARD_BYTES = 1 << 30
+
+
+def default_shard_rows(dim: int) -> int:
+    """Rows per shard of :data:`DEFAULT_SHARD_BYTES` at dimension ``dim``.
+
+    Examples
+    --------
+    >>> default_shard_rows(256), default_shard_rows(1024)
+    (1048576, 262144)
+    """
+    return max(1, DEFAULT_SHARD_BYTES // (4 * dim))
 
 
 class ShardBuilder:
     """Collects rows batch by batch and cuts them into clustered shards of ``shard_rows`` rows.
+
+    ``shard_rows=None`` takes :func:`default_shard_rows` of the dimension of the first rows added.
 
     Examples
     --------
@@ -224,9 +237,9 @@ class ShardBuilder:
     """
 
     def __init__(
-        self, shard_rows: int = DEFAULT_SHARD_ROWS, n_clusters: int | None = None, seed: int = 0, projection_dim: int | None = None
+        self, shard_rows: int | None = None, n_clusters: int | None = None, seed: int = 0, projection_dim: int | None = None
     ):
-        if shard_rows < 1:
+        if shard_rows is not None and shard_rows < 1:
             raise ValueError(f"shard_rows must be positive, got {shard_rows}")
         self.shard_rows, self.n_clusters, self.seed, self.projection_dim = shard_rows, n_clusters, seed, projection_dim
         self.shards: list[Shard] = []
@@ -240,6 +253,10 @@ class ShardBuilder:
 
     def add(self, vectors: np.ndarray, row_item: np.ndarray) -> None:
         """Append rows ``(n, D)`` float32 and the item index of each."""
+        if len(vectors) != len(row_item):
+            raise ValueError(f"{len(vectors)} rows but {len(row_item)} item indices")
+        if self.shard_rows is None:
+            self.shard_rows = default_shard_rows(vectors.shape[1])
         self._vectors.append(np.asarray(vectors, np.float32))
         self._items.append(np.asarray(row_item, np.int64))
         self._pending += len(vectors)

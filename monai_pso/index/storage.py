@@ -18,6 +18,7 @@ given an embedder, its fingerprint (:class:`FingerprintMismatchError` naming bot
 Examples
 --------
 >>> import tempfile
+>>> import numpy as np
 >>> from monai_pso.index.reference import ReferenceIndex
 >>> index = ReferenceIndex.from_vectors(np.eye(4, dtype=np.float32), [0, 1, 2, 3], list("abcd"), list("ppqq"))
 >>> folder = write_index(index, Path(tempfile.mkdtemp()) / "index")
@@ -39,8 +40,6 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from monai_pso.errors import FingerprintMismatchError, IndexIntegrityError
 from monai_pso.index.shard import SHARD_ARRAYS, Shard

@@ -1,0 +1,237 @@
+"""The guard's decision, shared by the transforms, the generation handler, the monitor and ``monai-pso gate``.
+
+A :class:`GuardCheck` is one reference index with the threshold calibrated for it: an image passes it
+when its distance to that index (:func:`~monai_pso.calibrate.nearest_training_items`, with the
+threshold's query views) is ``>= tau``. A :class:`PrivacyChecker` holds one or more checks and
+releases an image only when it passes *every* one. The recommended default uses two pixel checks, a
+whole-image one (catches shifted, turned, re-exposed and noisy copies) and a tile one (catches a
+copied region pasted into another image); see ``docs/guard.md``.
+
+Fail closed: a bad image (NaN / Inf, values outside ``[0, 1]``, a shape or dimensionality the index was
+not built for), an empty or corrupted index, or a threshold made for another embedder or index raises a
+:class:`~monai_pso.errors.MonaiPsoError`; nothing is ever released on an error, and a decision to release
+requires ``distance >= tau`` (a NaN distance compares false).
+
+Examples
+--------
+>>> from monai_pso.calibrate import calibrate_threshold
+>>> from monai_pso.data import load_source
+>>> from monai_pso.embed.pixel import PixelEmbedder
+>>> from monai_pso.index import build_index
+>>> src = load_source("phantom:2d?patients=12&acquisitions=2&size=32")
+>>> index = build_index(src, PixelEmbedder(), progress=False)
+>>> threshold = calibrate_threshold(index, None, src, n_bootstrap=20, progress=False)
+>>> checker = PrivacyChecker(GuardCheck.create(index, threshold))
+>>> training_image = src.split("train")[0].image
+>>> bool(checker.decide(training_image[None]).released[0])
+False
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from monai_pso.calibrate import Threshold, check_image_batch, index_fingerprint, nearest_training_items, resolve_embedder
+from monai_pso.embed.base import Embedder
+from monai_pso.errors import IndexIntegrityError
+from monai_pso.guard.hashing import PatientHasher
+
+
+@dataclass(frozen=True)
+class GuardCheck:
+    """One reference index and the threshold calibrated for it.
+
+    Build with :meth:`create`, which loads paths and refuses mismatched pieces.
+
+    Parameters
+    ----------
+    name
+        Names the check in logs (``pixel``, ``pixel-tiles``...).
+    index
+        The :class:`~monai_pso.index.ReferenceIndex`.
+    threshold
+        Its :class:`~monai_pso.calibrate.Threshold`.
+    embedder
+        The embedder that built ``index``.
+    """
+
+    name: str
+    index: Any
+    threshold: Threshold
+    embedder: Embedder
+    index_fingerprint: str = field(default="", compare=False)
+
+    @classmethod
+    def create(
+        cls,
+        index: Any,
+        threshold: Threshold | str | Path,
+        embedder: Embedder | None = None,
+        embedder_dir: str | Path | None = None,
+        name: str | None = None,
+    ) -> "GuardCheck":
+        """A check from objects or paths (an index folder, a threshold JSON file).
+
+        Raises
+        ------
+        IndexIntegrityError
+            The index folder is missing, corrupted or empty.
+        FingerprintMismatchError
+            The embedder did not build the index, or the threshold was calibrated for another
+            embedder or index.
+        """
+        if isinstance(index, (str, Path)):
+            from monai_pso.index import ReferenceIndex
+
+            index = ReferenceIndex.load(index)
+        if index.n_rows == 0:
+            raise IndexIntegrityError(f"{index.source}: the reference index is empty")
+        embedder = resolve_embedder(index, embedder, embedder_dir)
+        location = "threshold"
+        if not isinstance(threshold, Threshold):
+            location, threshold = str(threshold), Threshold.load(threshold)
+        fingerprint = index_fingerprint(index)
+        threshold.check_compatible(embedder=embedder, index=index, location=location)
+        if name is None:
+            name = embedder.name + ("-tiles" if getattr(embedder, "tiled", False) else "")
+        return cls(name, index, threshold, embedder, fingerprint)
+
+    @property
+    def tau(self) -> float:
+        return self.threshold.value
+
+    def measure(self, batch: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Distances ``(B,)`` float64 to the nearest training image, and that image's patient id."""
+        found = nearest_training_items(self.index, self.embedder, batch, self.threshold.views)
+        return np.asarray(found.distance, np.float64), list(found.patient_id)
+
+
+@dataclass
+class Decisions:
+    """The guard's verdict on a batch of images.
+
+    ``nn_distance``, ``threshold``, ``check`` and ``nearest_patient_hash`` describe, per image, the check
+    that decides it: the one it fails by most (or, when it passes all, the one it passes by least, as
+    a share of tau). So ``released == (nn_distance >= threshold)`` holds row by row.
+
+    Parameters
+    ----------
+    released
+        ``(B,)`` bool.
+    nn_distance, threshold
+        ``(B,)`` float64 of the deciding check.
+    check
+        Name of the deciding check per image.
+    nearest_patient_hash
+        Salted hash of the nearest training patient in the deciding check.
+    distances
+        Per check name, ``(B,)`` distances.
+    """
+
+    released: np.ndarray
+    nn_distance: np.ndarray
+    threshold: np.ndarray
+    check: list[str]
+    nearest_patient_hash: list[str]
+    distances: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.released)
+
+    def row(self, i: int) -> dict[str, Any]:
+        """The decision on image ``i`` as audit-log fields."""
+        return {
+            "nn_distance": float(self.nn_distance[i]),
+            "threshold": float(self.threshold[i]),
+            "released": bool(self.released[i]),
+            "nearest_patient_hash": self.nearest_patient_hash[i],
+            "check": self.check[i],
+        }
+
+
+class PrivacyChecker:
+    """Decide which images may be released: every check must find them at ``distance >= tau``.
+
+    Parameters
+    ----------
+    checks
+        One :class:`GuardCheck` or several (all must pass).
+    hasher
+        Salts the nearest patient's id in decisions; default: a random salt held only in memory.
+    """
+
+    def __init__(self, checks: GuardCheck | Sequence[GuardCheck], hasher: PatientHasher | None = None) -> None:
+        self.checks = [checks] if isinstance(checks, GuardCheck) else list(checks)
+        if not self.checks:
+            raise ValueError("the privacy checker needs at least one check")
+        names = [c.name for c in self.checks]
+        if len(set(names)) != len(names):
+            self.checks = [GuardCheck(f"{c.name}-{i}", c.index, c.threshold, c.embedder, c.index_fingerprint) for i, c in enumerate(self.checks)]
+        self.hasher = hasher or PatientHasher()
+
+    @classmethod
+    def create(
+        cls,
+        index: Any | Sequence[Any],
+        threshold: Threshold | str | Path | Sequence[Threshold | str | Path],
+        embedder: Embedder | Sequence[Embedder | None] | None = None,
+        hasher: PatientHasher | None = None,
+    ) -> "PrivacyChecker":
+        """A checker from one index and threshold, or from paired sequences of them (paths or objects).
+
+        Examples
+        --------
+        >>> PrivacyChecker.create(["idx-pixel", "idx-tiles"], ["tau-pixel.json", "tau-tiles.json"])  # doctest: +SKIP
+        """
+        indexes = list(index) if isinstance(index, (list, tuple)) else [index]
+        thresholds = list(threshold) if isinstance(threshold, (list, tuple)) else [threshold]
+        embedders = list(embedder) if isinstance(embedder, (list, tuple)) else [embedder] * len(indexes)
+        if not (len(indexes) == len(thresholds) == len(embedders)):
+            raise ValueError(f"give one threshold (and embedder) per index: {len(indexes)} indexes, {len(thresholds)} thresholds")
+        return cls([GuardCheck.create(i, t, e) for i, t, e in zip(indexes, thresholds, embedders)], hasher)
+
+    @property
+    def taus(self) -> dict[str, float]:
+        return {c.name: c.tau for c in self.checks}
+
+    def decide(self, images: torch.Tensor | np.ndarray) -> Decisions:
+        """Check a batch ``(B, 1, *spatial)`` in ``[0, 1]`` against every check."""
+        batch = check_image_batch(images, None)
+        measured = [check.measure(batch) for check in self.checks]
+        distances = np.stack([d for d, _ in measured])  # (checks, B)
+        taus = np.array([c.tau for c in self.checks])[:, None]
+        passed = distances >= taus
+        released = passed.all(axis=0)
+        ratio = distances / taus
+        deciding = np.where(released, ratio.argmin(axis=0), np.where(passed, np.inf, ratio).argmin(axis=0))
+        columns = np.arange(len(batch))
+        return Decisions(
+            released=released,
+            nn_distance=distances[deciding, columns],
+            threshold=taus[deciding, 0],
+            check=[self.checks[k].name for k in deciding],
+            nearest_patient_hash=[self.hasher(measured[k][1][i]) for i, k in enumerate(deciding)],
+            distances={c.name: distances[k] for k, c in enumerate(self.checks)},
+        )
+
+    def provenance(self) -> dict[str, Any]:
+        """Per check: tau, its rule, the embedder and index fingerprints (for manifests and summaries)."""
+        return {
+            c.name: {
+                "tau": c.tau,
+                "rule": c.threshold.applied_rule,
+                "query_views": c.threshold.query_views,
+                "embedder": c.embedder.name,
+                "embedder_fingerprint": c.embedder.fingerprint,
+                "index_fingerprint": c.index_fingerprint,
+                "index_source": c.index.source,
+                "threshold_created": c.threshold.created,
+            }
+            for c in self.checks
+        }

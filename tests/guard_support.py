@@ -1,0 +1,122 @@
+"""Helpers shared by the guard tests: planted near-copies, an independent brute-force distance, thread limits."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from monai_pso.data import DataSource, load_image
+from monai_pso.guard.checker import PrivacyChecker
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """torch and faiss on one thread: tiny tensors run many times faster on a busy 2-core machine."""
+    import faiss
+
+    threads, faiss_threads = torch.get_num_threads(), faiss.omp_get_max_threads()
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        faiss.omp_set_num_threads(faiss_threads)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Every test of a module importing this fixture runs single-threaded (see :func:`single_threaded`)."""
+    with single_threaded():
+        yield
+
+
+def planted_copies(image: np.ndarray, other: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Near-copies of a training ``image`` ``(1, H, W)`` in ``[0, 1]``; ``other`` receives a pasted region.
+
+    Exact copy, mirror image, 1 and 2 pixel shifts (borders replicated), turns of 3 and 5 degrees,
+    Gaussian noise (sigma 0.03), intensity scale and offset (x 0.9 + 0.05), and the central half-size
+    region of ``image`` pasted into ``other`` at the same place.
+    """
+    plane = image[0].astype(np.float64)
+    height, width = plane.shape
+    pasted = other[0].astype(np.float64).copy()
+    window = (slice(height // 4, height // 4 + height // 2), slice(width // 4, width // 4 + width // 2))
+    pasted[window] = plane[window]
+    copies = {
+        "copy": plane,
+        "hflip": plane[:, ::-1],
+        "shift_1px": ndimage.shift(plane, (0, 1), order=0, mode="nearest"),
+        "shift_2px": ndimage.shift(plane, (2, -1), order=0, mode="nearest"),
+        "rotate_3deg": ndimage.rotate(plane, 3, reshape=False, order=1, mode="nearest"),
+        "rotate_5deg": ndimage.rotate(plane, -5, reshape=False, order=1, mode="nearest"),
+        "noise": plane + rng.normal(0.0, 0.03, plane.shape),
+        "scale_offset": plane * 0.9 + 0.05,
+        "pasted_patch": pasted,
+    }
+    return {name: np.clip(c, 0.0, 1.0).astype(np.float32)[None] for name, c in copies.items()}
+
+
+def planted_set(train: DataSource, n_sources: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """Near-copies of ``n_sources`` random training images: their kind and the images ``(N, 1, H, W)``."""
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(train), size=min(n_sources, len(train)), replace=False)
+    kinds, images = [], []
+    for i in picks:
+        other = load_image(train[(int(i) + len(train) // 2) % len(train)])
+        for kind, image in planted_copies(load_image(train[int(i)]), other, rng).items():
+            kinds.append(kind)
+            images.append(image)
+    return kinds, np.stack(images)
+
+
+def recall_by_kind(kinds: list[str], released: np.ndarray) -> dict[str, float]:
+    """Share of each kind of near-copy that was rejected."""
+    kinds_arr = np.array(kinds)
+    return {kind: float(np.mean(~released[kinds_arr == kind])) for kind in dict.fromkeys(kinds)}
+
+
+def brute_force_released(checker: PrivacyChecker, train_images: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The guard's decisions recomputed without the index: every query view against every training vector, float64.
+
+    Each query vector's nearest training vector is found over all of them (float64 products), then its
+    distance is re-measured from the differences, so exact copies come out at exactly 0.
+
+    Returns whether each query passes every check, and the per-check distances.
+    """
+    distances = {}
+    passed = np.ones(len(queries), bool)
+    for check in checker.checks:
+        embedder, views = check.embedder, check.threshold.views
+        reference = embedder.embed(train_images)
+        refs = reference.vectors[reference.valid].astype(np.float64)  # (R, D)
+        with torch.no_grad():
+            query = views.embed(embedder, torch.as_tensor(queries))
+        ref_norms = (refs**2).sum(axis=1)
+        out = np.empty(len(queries))
+        for i in range(len(queries)):
+            vectors = query.vectors[i][query.valid[i]].astype(np.float64)  # (V, D)
+            nearest = ((vectors**2).sum(axis=1)[:, None] + ref_norms[None, :] - 2.0 * vectors @ refs.T).argmin(axis=1)
+            out[i] = np.sqrt(((vectors - refs[nearest]) ** 2).sum(axis=1)).min()  # re-measured from differences
+        distances[check.name] = out
+        passed &= out >= check.tau
+    return passed, distances
+
+
+def small_guard(source: DataSource, hasher=None) -> PrivacyChecker:
+    """A one-check guard (whole-image pixel, 1 pixel translations) for tests of the plumbing."""
+    from monai_pso.calibrate import calibrate_threshold
+    from monai_pso.calibrate.views import QueryViews
+    from monai_pso.embed.pixel import PixelEmbedder
+    from monai_pso.guard.checker import GuardCheck
+    from monai_pso.index import build_index
+
+    embedder = PixelEmbedder()
+    index = build_index(source, embedder, progress=False)
+    threshold = calibrate_threshold(index, embedder, source, views=QueryViews(max_shift=1), n_bootstrap=100, progress=False)
+    return PrivacyChecker(GuardCheck.create(index, threshold, embedder), hasher)

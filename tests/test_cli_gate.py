@@ -1,0 +1,131 @@
+"""``monai-pso index build`` / ``calibrate`` / ``gate`` end to end on the phantom, and refusals of bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from guard_support import one_thread  # noqa: F401 (autouse fixture)
+from PIL import Image
+
+from monai_pso.index.storage import sha256_file
+from monai_pso.cli.main import main
+from monai_pso.data import load_source
+
+TRAINING = "phantom:2d?patients=10&acquisitions=3&size=32&seed=4"
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def guard_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("guard")
+    for name, extra in (("pixel", ()), ("tiles", ("--tiles", "3"))):
+        result = _invoke("index", "build", TRAINING, "--out", folder / name / "index", *extra)
+        assert result.exit_code == 0, result.output
+        result = _invoke("calibrate", folder / name / "index", "--holdout", TRAINING, "--out", folder / name / "threshold.json", "--n-bootstrap", "100")
+        assert result.exit_code == 0, result.output
+        assert "tau =" in result.output and "utility cost" in result.output
+    return folder
+
+
+def _gate_args(guard_dir: Path, candidates: str, out: Path, *, swap: bool = False) -> list:
+    names = ("pixel", "tiles")
+    thresholds = names[::-1] if swap else names
+    args = ["gate", candidates, "--out", out]
+    for name, threshold in zip(names, thresholds):
+        args += ["--index", guard_dir / name / "index", "--threshold", guard_dir / threshold / "threshold.json"]
+    return args
+
+
+def _candidates(folder: Path) -> dict[str, str]:
+    """PNG candidates: copies of 4 training images (as 8-bit files) and 6 images of unseen patients."""
+    folder.mkdir()
+    kinds = {}
+    training = load_source(TRAINING).split("train")
+    unseen = load_source("phantom:2d?patients=6&acquisitions=1&size=32&seed=41")
+    for i, record in enumerate(list(training)[:4] + list(unseen)):
+        name = f"cand-{i:02d}"
+        Image.fromarray(np.round(record.image[0] * 255).astype(np.uint8)).save(folder / f"{name}.png")
+        kinds[name] = "copy" if i < 4 else "unseen"
+    return kinds
+
+
+def test_gate_releases_only_passing_images(guard_dir, tmp_path):
+    kinds = _candidates(tmp_path / "candidates")
+    out = tmp_path / "release"
+    result = _invoke(*_gate_args(guard_dir, str(tmp_path / "candidates"), out))
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((out / "audit.csv").open()))
+    assert {"item", "nn_distance", "threshold", "released", "nearest_patient_hash"} <= set(rows[0])
+    assert sorted(r["item"] for r in rows) == sorted(kinds)
+    released = {r["item"] for r in rows if r["released"] == "true"}
+    assert all(kinds[item] == "unseen" for item in released) and released  # every copy rejected, some unseen released
+    assert all((float(r["nn_distance"]) >= float(r["threshold"])) == (r["released"] == "true") for r in rows)
+    files = sorted(p.relative_to(out / "images").as_posix() for p in (out / "images").rglob("*.png"))
+    assert files == sorted(f"{item}.png" for item in released)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"] == {"candidates": 10, "released": len(released), "rejected": 10 - len(released)}
+    assert all(sha256_file(out / f["path"]) == f["sha256"] for f in manifest["files"]) and len(manifest["files"]) == len(released)
+    assert set(manifest["checks"]) == {"pixel", "pixel-tiles"}
+    assert {"summary.json", "distances.png"} <= {p.name for p in out.iterdir()}
+    assert (tmp_path / "release.salt").stat().st_mode & 0o077 == 0  # the salt stays private, beside the release
+    training_ids = {r.patient_id for r in load_source(TRAINING)}
+    assert not any(pid in (out / "audit.csv").read_text() for pid in training_ids)
+    print(f"\nCLI gate: released {len(released)} of 6 unseen, 0 of 4 copies")
+
+
+def _nifti_folder(folder: Path, images: list[np.ndarray]) -> str:
+    folder.mkdir()
+    for i, image in enumerate(images):
+        nib.save(nib.Nifti1Image(image[0], np.eye(4)), str(folder / f"c{i}.nii.gz"))
+    return f"{folder}?normalize=none"
+
+
+@pytest.mark.parametrize("problem", ["nan", "shape", "empty_index", "other_embedder"])
+def test_bad_input_releases_nothing(guard_dir, tmp_path, problem):
+    fresh = [r.image for r in load_source("phantom:2d?patients=3&acquisitions=1&size=32&seed=8")]
+    candidates, extra = _nifti_folder(tmp_path / "cands", fresh), {}
+    if problem == "nan":
+        bad = fresh[0].copy()
+        bad[0, 5, 5] = np.nan
+        nib.save(nib.Nifti1Image(bad[0], np.eye(4)), str(tmp_path / "cands" / "c9.nii.gz"))
+    elif problem == "shape":
+        candidates = "phantom:2d?patients=3&acquisitions=1&size=16&seed=8"
+    out = tmp_path / "release"
+    args = _gate_args(guard_dir, candidates, out, swap=problem == "other_embedder")
+    if problem == "empty_index":
+        (tmp_path / "empty").mkdir()
+        args[args.index(guard_dir / "pixel" / "index")] = tmp_path / "empty"
+    result = _invoke(*args)
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.output
+    assert not out.exists() and not list(tmp_path.glob(".release*")) and not (tmp_path / "release.salt").exists()
+    print(f"\n{problem}: {errors[0]}")
+
+
+def test_dicom_release_certifies_the_written_file(guard_dir, tmp_path):
+    import pydicom
+
+    from monai_pso.guard.checker import GuardCheck, PrivacyChecker
+
+    candidates = "phantom:2d?patients=6&acquisitions=1&size=32&seed=41&modality=xray"
+    out = tmp_path / "release"
+    result = _invoke(*_gate_args(guard_dir, candidates, out), "--format", "dicom")
+    assert result.exit_code == 0, result.output
+    rows = {r["item"]: r for r in csv.DictReader((out / "audit.csv").open())}
+    written = sorted((out / "images").glob("*.dcm"))
+    assert written and len(written) == sum(r["released"] == "true" for r in rows.values())
+    checker = PrivacyChecker([GuardCheck.create(guard_dir / n / "index", guard_dir / n / "threshold.json") for n in ("pixel", "tiles")])
+    images = np.stack([pydicom.dcmread(p).pixel_array[None].astype(np.float64) / 4095.0 for p in written]).astype(np.float32)
+    decisions = checker.decide(images)  # the files as written, read back
+    assert decisions.released.all()
+    assert [float(rows[p.stem]["nn_distance"]) for p in written] == decisions.nn_distance.tolist()

@@ -10,7 +10,18 @@ from pathlib import Path
 
 
 class MonaiPsoError(Exception):
-    """Base class of every error a user can cause (bad input, bad configuration)."""
+    """Base class of every error a user can cause (bad input, bad configuration).
+
+    Examples
+    --------
+    >>> str(IndexIntegrityError.at("index/manifest.json", "missing"))
+    'index/manifest.json: missing'
+    """
+
+    @classmethod
+    def at(cls, location: str | Path, problem: str) -> "MonaiPsoError":
+        """This error about ``location`` (a file, folder or argument): the message ``"location: problem"``."""
+        return cls(f"{location}: {problem}")
 
 
 class DataSourceError(MonaiPsoError):
@@ -34,6 +45,11 @@ class DataSourceError(MonaiPsoError):
         self.problem = problem
         super().__init__(f"{self.location}: {problem}")
 
+    @classmethod
+    def at(cls, location: str | Path, problem: str) -> "DataSourceError":
+        """See :meth:`MonaiPsoError.at`; keeps ``location`` and ``problem`` as attributes."""
+        return cls(location, problem)
+
 
 class UnknownSourceError(DataSourceError):
     """A SOURCE string names no known kind of dataset."""
@@ -45,6 +61,14 @@ class ImageValueError(MonaiPsoError):
 
 class IndexIntegrityError(MonaiPsoError):
     """A reference index on disk is missing, empty, corrupted or incomplete."""
+
+
+class LedgerIntegrityError(IndexIntegrityError):
+    """The release ledger beside an index was edited, truncated, reordered or cannot be read."""
+
+
+class EmbedderSettingsError(MonaiPsoError):
+    """An embedder's name, settings or saved files are not usable (message names the setting or file)."""
 
 
 class FingerprintMismatchError(MonaiPsoError):

@@ -1,8 +1,9 @@
-"""Shared test fixtures: the real data beside the checkout (skipped when absent) and tiny phantoms."""
+"""Shared test fixtures: the real data beside the checkout (skipped when absent), tiny phantoms, one thread."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,25 @@ def phantom_2d_source() -> str:
 def phantom_3d_source() -> str:
     """A tiny 3D phantom SOURCE: 8 patients x 2 acquisitions at 16^3."""
     return "phantom:3d?patients=8&acquisitions=2&size=16&seed=0"
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """torch, faiss and BLAS on one thread for a whole test module, restored after it.
+
+    Tiny tensors and arrays run many times faster on one thread than on two fighting over a busy 2-core
+    machine. A module asks for it with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    import faiss
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threads, faiss_threads = torch.get_num_threads(), faiss.omp_get_max_threads()
+    torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+        faiss.omp_set_num_threads(faiss_threads)

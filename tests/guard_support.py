@@ -1,8 +1,7 @@
-"""Helpers shared by the guard tests: planted near-copies, an independent brute-force distance, thread limits."""
+"""Helpers shared by the guard tests: planted near-copies, an independent brute-force distance, a small guard."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 
 import numpy as np
@@ -14,26 +13,11 @@ from monai_pso.data import DataSource, load_image
 from monai_pso.guard.checker import PrivacyChecker
 
 
-@contextlib.contextmanager
-def single_threaded() -> Iterator[None]:
-    """torch and faiss on one thread: tiny tensors run many times faster on a busy 2-core machine."""
-    import faiss
-
-    threads, faiss_threads = torch.get_num_threads(), faiss.omp_get_max_threads()
-    torch.set_num_threads(1)
-    faiss.omp_set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        faiss.omp_set_num_threads(faiss_threads)
-
-
 @pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Every test of a module importing this fixture runs single-threaded (see :func:`single_threaded`)."""
-    with single_threaded():
-        yield
+def one_thread(one_thread: None) -> Iterator[None]:
+    """conftest's ``one_thread`` for every test of a module that imports this (tests/test_generate.py does;
+    the other modules mark themselves with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    yield
 
 
 def planted_copies(image: np.ndarray, other: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:

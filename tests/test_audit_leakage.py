@@ -12,13 +12,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from audit_support import one_torch_thread  # noqa: F401 (fixture)
 from monai_pso.audit import AuditCohorts, AuditSettings, run_audit
 from monai_pso.audit.embedders import default_audit_embedder
 from monai_pso.data import ImageRecord, load_source
 
 SETTINGS = AuditSettings(n_resamples=400)
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def copies_of(records: list[ImageRecord], noise: float, seed: int = 0) -> list[ImageRecord]:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from monai_pso.audit.ledger import HEAD_FILE, LEDGER_FILE, LedgerIntegrityError, append_entry, append_release, verify_ledger
+from monai_pso.audit.ledger import HEAD_FILE, LEDGER_FILE, append_entry, append_release, verify_ledger
 from monai_pso.audit.manifest import check_unchanged
-from monai_pso.errors import DataSourceError, FingerprintMismatchError, IndexIntegrityError
+from monai_pso.errors import DataSourceError, FingerprintMismatchError, IndexIntegrityError, LedgerIntegrityError
 
 
 def _ledger_with(index_dir: Path, n: int) -> list:

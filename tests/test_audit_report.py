@@ -15,12 +15,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from audit_support import one_torch_thread  # noqa: F401 (fixture)
 from monai_pso.audit.ledger import LEDGER_FILE, append_release
 from monai_pso.cli.main import main
 from monai_pso.data import load_image, load_source
 from monai_pso.embed.pixel import PixelEmbedder
-from monai_pso.calibrate.provenance import index_fingerprint
 from monai_pso.index import ReferenceIndex, build_index
 
 SOURCE = "phantom:2d?patients=60&acquisitions=2&size=32&ratios=0.5,0.25,0.25"
@@ -30,7 +28,7 @@ REQUIRED_KEYS = {
 }  # fmt: skip
 
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_release(folder: Path, records, index_fingerprint: str, threshold: float) -> Path:
@@ -51,7 +49,7 @@ def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("audit")
     index = build_index(SOURCE, PixelEmbedder(), progress=False)
     index.save(root / "index")
-    fingerprint = index_fingerprint(index)
+    fingerprint = index.fingerprint
     training = load_source(SOURCE).split("train").records
     write_release(root / "release-1", training[::2], fingerprint, threshold=0.004)
     Image.fromarray(np.zeros((48, 64), np.uint8)).save(root / "release-1" / "distances.png")  # a plot, not in the manifest
@@ -77,7 +75,7 @@ def test_report_json_has_every_figure(report_dir, workspace):
     assert REQUIRED_KEYS <= set(report)
     assert report["dcr_p_value"] < 0.05 and report["singling_out_risk_ci"][0] > 0 and report["membership_auc_ci"][0] > 0.5
     assert report["threshold"] == 0.004 and report["independent_of_guard"] is True
-    assert report["fingerprints"]["index"] == index_fingerprint(ReferenceIndex.load(workspace / "index"))
+    assert report["fingerprints"]["index"] == ReferenceIndex.load(workspace / "index").fingerprint
     embedders = {row["embedder"] for row in report["copy_rate"]}
     assert len(embedders) == 2  # the audit embedding and the guard's, which also gets the tau row
     assert [row["level"] for row in report["copy_rate"]].count("tau") == 1

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from guard_support import one_thread, single_threaded  # noqa: F401 (one_thread: autouse fixture)
 
 from monai_pso.calibrate import Threshold, calibrate_threshold, holdout_distances, same_patient_distances
 from monai_pso.calibrate.bootstrap import PatientResampler, bootstrap_percentile, percentile_interval
@@ -17,17 +16,18 @@ from monai_pso.embed.pixel import PixelEmbedder
 from monai_pso.errors import DataSourceError, FingerprintMismatchError, ImageValueError
 from monai_pso.index import build_index
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SOURCE = "phantom:2d?patients=16&acquisitions=3&size=32&seed=3"
 
 
 @pytest.fixture(scope="module")
-def calibrated():
-    with single_threaded():
-        source = load_source(SOURCE)
-        embedder = PixelEmbedder()
-        index = build_index(source, embedder, progress=False)
-        threshold = calibrate_threshold(index, embedder, source, split="val", n_bootstrap=200, progress=False)
-        yield source, embedder, index, threshold
+def calibrated(one_thread):
+    source = load_source(SOURCE)
+    embedder = PixelEmbedder()
+    index = build_index(source, embedder, progress=False)
+    threshold = calibrate_threshold(index, embedder, source, split="val", n_bootstrap=200, progress=False)
+    return source, embedder, index, threshold
 
 
 def test_parts_follow_their_definitions(calibrated):
@@ -98,11 +98,10 @@ def test_medmnist_like_data_falls_back_to_holdout_and_near_duplicates_are_report
     source = DataSource(train + _one_image_per_patient(rng, 0, "val", val_images), "one image per patient")
     embedder = PixelEmbedder(grid=16, smoothing=0.0)
     index = build_index(source, embedder, progress=False)
-    with single_threaded():
-        threshold = calibrate_threshold(index, embedder, source, views=QueryViews(), n_bootstrap=100, progress=False)
-        kept_all = calibrate_threshold(index, embedder, source, views=QueryViews(), near_duplicate_factor=None, n_bootstrap=100, progress=False)
-        with pytest.raises(DataSourceError, match="rule='same'"):
-            calibrate_threshold(index, embedder, source, views=QueryViews(), rule="same", n_bootstrap=10, progress=False)
+    threshold = calibrate_threshold(index, embedder, source, views=QueryViews(), n_bootstrap=100, progress=False)
+    kept_all = calibrate_threshold(index, embedder, source, views=QueryViews(), near_duplicate_factor=None, n_bootstrap=100, progress=False)
+    with pytest.raises(DataSourceError, match="rule='same'"):
+        calibrate_threshold(index, embedder, source, views=QueryViews(), rule="same", n_bootstrap=10, progress=False)
     assert threshold.same is None and threshold.applied_rule == "holdout" and any("falls back" in n for n in threshold.notes)
     assert threshold.near_duplicate_share == pytest.approx(6 / 30)
     assert threshold.holdout.n_images == 24 and kept_all.holdout.n_images == 30

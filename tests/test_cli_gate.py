@@ -10,12 +10,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from guard_support import one_thread  # noqa: F401 (autouse fixture)
 from PIL import Image
 
-from monai_pso.index.storage import sha256_file
 from monai_pso.cli.main import main
 from monai_pso.data import load_source
+from monai_pso.index.storage import read_manifest
+from monai_pso.io import sha256_file
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TRAINING = "phantom:2d?patients=10&acquisitions=3&size=32&seed=4"
 
@@ -129,3 +131,17 @@ def test_dicom_release_certifies_the_written_file(guard_dir, tmp_path):
     decisions = checker.decide(images)  # the files as written, read back
     assert decisions.released.all()
     assert [float(rows[p.stem]["nn_distance"]) for p in written] == decisions.nn_distance.tolist()
+
+
+def test_index_build_keeps_the_release_ledger_of_the_index_it_replaces(tmp_path):
+    from monai_pso.audit.ledger import append_entry, verify_ledger
+
+    index_dir = tmp_path / "index"
+    assert _invoke("index", "build", TRAINING, "--out", index_dir).exit_code == 0
+    entry = append_entry(index_dir, {"command": "gate", "release_path": "/releases/r1"})
+    result = _invoke("index", "build", TRAINING, "--out", index_dir, "--tiles", "3")
+    assert result.exit_code == 2 and "--keep-ledger" in result.output and "Traceback" not in result.output
+    assert verify_ledger(index_dir) == [entry]
+    result = _invoke("index", "build", TRAINING, "--out", index_dir, "--tiles", "3", "--keep-ledger")
+    assert result.exit_code == 0, result.output
+    assert verify_ledger(index_dir) == [entry] and read_manifest(index_dir)["embedder"]["settings"]["tiles"] == 3

@@ -8,8 +8,7 @@ import torch
 from monai.networks.nets import AutoencoderKL
 
 from monai_pso.embed import LatentEmbedder, embedder_from_settings, image_distances, load_embedder
-from monai_pso.embed.base import EmbedderSettingsError
-from monai_pso.errors import DataSourceError
+from monai_pso.errors import DataSourceError, EmbedderSettingsError
 
 NETWORKS = {
     2: dict(spatial_dims=2, channels=(8, 8), latent_channels=2, num_res_blocks=1, attention_levels=(False, False), norm_num_groups=4),

@@ -11,8 +11,7 @@ from click.testing import CliRunner
 
 from monai_pso.cli.embed import embed
 from monai_pso.embed import EMBEDDERS, PixelEmbedder, ReidEmbedder, create_embedder, embedder_from_settings, load_embedder
-from monai_pso.embed.base import EmbedderSettingsError
-from monai_pso.errors import DataSourceError, FingerprintMismatchError
+from monai_pso.errors import DataSourceError, EmbedderSettingsError, FingerprintMismatchError
 
 SMALL_REID = dict(spatial_dims=2, dim=8, channels=(8, 8, 8, 8), input_size=16)
 

@@ -25,6 +25,7 @@ from monai_pso.engines import (
     load_weights,
     read_scale_factor,
 )
+from monai_pso.errors import MonaiPsoError
 
 torch.set_num_threads(1)
 
@@ -155,24 +156,34 @@ def test_guarded_generation_writes_only_passing_images(tmp_path):
     from monai_pso.engines import derive_seed
 
     guard = RejectSeeds({11, 12} | {derive_seed(12, a) for a in range(1, 4)}, engine.regenerate, schedule.total_attempts)
-    writer = ReleaseWriter(tmp_path / "release", "png", manifest={"seed": 10})
+    writer = ReleaseWriter(tmp_path / "release", "png", manifest={"seed": 10}, require_guard=False)  # a stand-in guard certifies nothing
     guard.attach(engine)
     writer.attach(engine)
     engine.run()
-    files = sorted(p.name for p in (tmp_path / "release").iterdir())
-    assert files == ["manifest.json", "synthetic-00000.png", "synthetic-00001.png", "synthetic-00003.png"]
+    files = sorted(p.relative_to(tmp_path / "release").as_posix() for p in (tmp_path / "release").rglob("*.*"))
+    assert files == ["images/synthetic-00000.png", "images/synthetic-00001.png", "images/synthetic-00003.png", "manifest.json"]
     manifest = json.loads((tmp_path / "release" / "manifest.json").read_text())
     assert manifest["n_released"] == 3 and manifest["seed"] == 10
+    assert [f["path"] for f in manifest["files"]] == files[:3]
     redrawn = next(i for i in manifest["items"] if i["item_id"] == "synthetic-00001")
     assert redrawn["attempt"] == 1 and redrawn["guidance_scale"] == 2.0  # guidance lowered after the first failure
     assert ("synthetic-00002", 1, 2.0) in guard.attempts
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".release")]  # staging folder moved
 
 
+def test_writer_refuses_images_the_guard_did_not_certify(tmp_path):
+    sampler = LatentDiffusionSampler(tiny_autoencoder(), tiny_unet(), DDIMScheduler(20), 1.0, (2, 8, 8), num_inference_steps=2)
+    engine = GenerationWorkflow(sampler, generation_requests(2), batch_size=2)
+    ReleaseWriter(tmp_path / "release", "png").attach(engine)  # no guard attached before it
+    with pytest.raises(MonaiPsoError, match="not certified by the privacy guard"):
+        engine.run()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_failed_generation_leaves_no_output(tmp_path):
     sampler = LatentDiffusionSampler(tiny_autoencoder(), tiny_unet(), DDIMScheduler(20), 1.0, (2, 8, 8), num_inference_steps=2)
     engine = GenerationWorkflow(sampler, generation_requests(2), batch_size=1)
-    ReleaseWriter(tmp_path / "release", "png").attach(engine)
+    ReleaseWriter(tmp_path / "release", "png", require_guard=False).attach(engine)
 
     def fail(e):
         if e.state.iteration == 2:

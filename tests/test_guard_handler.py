@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from guard_support import one_thread, small_guard  # noqa: F401 (one_thread: autouse fixture)
+from guard_support import small_guard
 from ignite.engine import Engine, Events
 from monai.engines import Evaluator
 from monai.handlers import StatsHandler
@@ -21,6 +21,8 @@ from monai.handlers import StatsHandler
 from monai_pso.data import load_source
 from monai_pso.errors import ImageValueError, PrivacyViolationError
 from monai_pso.handlers import MemorizationMonitor, PrivacyEvents, PrivacyGuard
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SOURCE = "phantom:2d?patients=12&acquisitions=3&size=32&seed=2"
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from guard_support import brute_force_released, one_thread, planted_set, recall_by_kind  # noqa: F401 (one_thread: autouse fixture)
+from guard_support import brute_force_released, planted_set, recall_by_kind
 
 from monai_pso.data import DataSource, load_image, load_source
 from monai_pso.guard import PrivacyChecker, build_default_guard
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 PHANTOM = "phantom:2d?patients=24&acquisitions=3&size=32&seed=0"
 

@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 import torch
-from guard_support import one_thread, small_guard  # noqa: F401 (one_thread: autouse fixture)
+from guard_support import small_guard
 from monai.data import DataLoader, Dataset, MetaTensor
 from monai.transforms import Compose
 
@@ -16,6 +16,8 @@ from monai_pso.errors import FingerprintMismatchError, ImageValueError, IndexInt
 from monai_pso.guard import GuardCheck, PatientHasher
 from monai_pso.index import ReferenceIndex
 from monai_pso.transforms import DECISION_KEYS, LoadRecordImaged, PrivacyGate, PrivacyGated, released_collate, released_only
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SOURCE = "phantom:2d?patients=12&acquisitions=3&size=32&seed=1"
 

@@ -3,10 +3,8 @@ brute force: random, clustered, adversarial (ties, exact boundaries, cancellatio
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 from monai_pso.embed.base import Embedding
 from monai_pso.errors import ImageValueError
@@ -16,15 +14,7 @@ from monai_pso.index.exact import pair_distances
 BACKENDS = [b for b in ("faiss-cpu", "torch-cpu", "torch-cuda", "faiss-gpu") if b in available_backends()]
 STRATEGIES = ("flat", "pruned")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """BLAS and faiss threads thrash when test processes share two cores; one thread each is faster."""
-    previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    faiss.omp_set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def brute_distances(queries: np.ndarray, refs: np.ndarray) -> np.ndarray:

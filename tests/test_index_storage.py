@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import faiss
 import numpy as np
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from monai_pso.data import DataSource, ImageRecord
 from monai_pso.embed.base import Embedder, Embedding
@@ -18,14 +16,7 @@ from monai_pso.index import ReferenceIndex, build_index
 from monai_pso.index.shard import Shard
 from monai_pso.index.storage import MANIFEST_NAME, read_manifest
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    faiss.omp_set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class FlattenEmbedder(Embedder):
@@ -225,3 +216,50 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
     with pytest.raises(IndexIntegrityError, match="not a reference index"):
         index.save(tmp_path / "notes")
     assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
+
+
+def test_fingerprint_is_recorded_at_save_and_checked_at_load(tmp_path):
+    from monai_pso.index.storage import _manifest_digest
+
+    index, _ = random_index(shard_rows=300)
+    other, _ = random_index(seed=3, shard_rows=300)
+    folder = index.save(tmp_path / "index")
+    manifest = read_manifest(folder)
+    assert manifest["fingerprint"] == index.fingerprint != other.fingerprint
+    assert ReferenceIndex.load(folder).fingerprint == index.fingerprint
+    assert ReferenceIndex.load(folder, shards=[2]).fingerprint == index.fingerprint  # a part answers for the whole index
+
+    del manifest["fingerprint"]  # as an index saved before fingerprints were recorded
+    manifest["manifest_sha256"] = _manifest_digest(manifest)
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
+    assert ReferenceIndex.load(folder).fingerprint == index.fingerprint  # computed from the content instead
+    with pytest.raises(IndexIntegrityError, match="load the whole index"):
+        _ = ReferenceIndex.load(folder, shards=[0]).fingerprint
+
+    manifest["fingerprint"] = other.fingerprint
+    manifest["manifest_sha256"] = _manifest_digest(manifest)
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(IndexIntegrityError, match="fingerprint"):
+        ReferenceIndex.load(folder)
+
+
+def test_rebuilding_an_index_never_drops_its_release_ledger(tmp_path):
+    from monai_pso.audit.ledger import LEDGER_FILES, append_entry, verify_ledger
+
+    index, queries = random_index(shard_rows=450)
+    folder = index.save(tmp_path / "index")
+    append_entry(folder, {"command": "gate", "release_path": "/releases/r1"})
+    ledger = {name: (folder / name).read_bytes() for name in LEDGER_FILES}
+    newer, _ = random_index(seed=5, shard_rows=450)
+
+    with pytest.raises(IndexIntegrityError, match="release ledger.*keep_ledger=True"):
+        newer.save(folder)
+    assert {name: (folder / name).read_bytes() for name in LEDGER_FILES} == ledger
+    assert_same(answers(index, queries), answers(ReferenceIndex.load(folder), queries))  # the old index is untouched
+
+    newer.save(folder, keep_ledger=True)
+    assert {name: (folder / name).read_bytes() for name in LEDGER_FILES} == ledger
+    assert_same(answers(newer, queries), answers(ReferenceIndex.load(folder), queries))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
+    append_entry(folder, {"command": "gate", "release_path": "/releases/r2"})
+    assert [e.release_path for e in verify_ledger(folder)] == ["/releases/r1", "/releases/r2"]

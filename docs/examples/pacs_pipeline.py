@@ -57,7 +57,7 @@ def generating_and_gating(index_dir: Path, threshold_json: Path, noise_std: floa
     return Compose([
         Resized("image", spatial_size=image_shape),
         *generator(noise_std),
-        PrivacyGated(keys="image", index=index_dir, threshold=threshold_json),
+        PrivacyGated(keys="image", index=index_dir, threshold=threshold_json, mode="flag"),
     ])
 
 
@@ -82,7 +82,7 @@ def run(source: str, index_dir: Path, threshold_json: Path, out: Path, noise_std
             item = gate(loaded)
             name = f"synthetic-{number:04d}"  # never the input's name: it may identify a patient
             distance, passed = float(item["privacy_nn_distance"]), bool(item["privacy_released"])
-            audit.write(item=name, nn_distance=distance, threshold=threshold.value, released=passed)
+            audit.write(item=name, nn_distance=distance, threshold=float(item["privacy_threshold"]), released=passed)
             if not passed:
                 continue
             image = np.asarray(item["image"], dtype=np.float32)

@@ -5,7 +5,7 @@
   those images only. The manifest (optional, for releases of other generators) also gives the
   threshold and the index and embedder fingerprints.
 - The index gives the training item and patient ids, its fingerprint
-  (:func:`monai_pso.calibrate.provenance.index_fingerprint`, a digest of its content) and the embedder
+  (:attr:`monai_pso.index.ReferenceIndex.fingerprint`, a digest of its content) and the embedder
   the guard used. The training *images* come from the SOURCE the index was built from (its
   manifest records it; the phantom is regenerated deterministically) or from ``--training``, keeping
   only the items the index holds.
@@ -70,13 +70,12 @@ class IndexReference:
 
 def read_index_reference(index_dir: str | Path) -> IndexReference:
     """Load the index in ``index_dir`` (every file's sha256 verified) and keep what the audit needs."""
-    from monai_pso.calibrate.provenance import index_fingerprint
     from monai_pso.index.reference import ReferenceIndex
 
     index = ReferenceIndex.load(index_dir, mmap=True)
     return IndexReference(
         Path(index_dir).resolve(),
-        index_fingerprint(index),
+        index.fingerprint,
         index.source,
         list(index.item_ids),
         list(index.patient_ids),

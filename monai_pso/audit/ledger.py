@@ -50,18 +50,15 @@ from pathlib import Path
 from typing import Any
 
 from monai_pso.audit.manifest import MANIFEST_FILE, hash_release, listed_files, manifest_threshold, read_manifest, release_fingerprints
-from monai_pso.embed.persistence import write_atomically
-from monai_pso.errors import DataSourceError, FingerprintMismatchError, IndexIntegrityError
-from monai_pso.index.storage import sha256_file
+from monai_pso.errors import DataSourceError, FingerprintMismatchError, LedgerIntegrityError
+from monai_pso.io import read_json, sha256_file, write_json_atomically, write_text_atomically
 
 LEDGER_FILE = "ledger.jsonl"
 HEAD_FILE = "ledger.head.json"
 LOCK_FILE = "ledger.lock"
+#: The files that hold the ledger (the lock file holds nothing).
+LEDGER_FILES = (LEDGER_FILE, HEAD_FILE)
 GENESIS_HASH = "0" * 64
-
-
-class LedgerIntegrityError(IndexIntegrityError):
-    """The release ledger beside an index was edited, truncated, reordered or cannot be read."""
 
 
 def canonical_json(document: Mapping[str, Any]) -> bytes:
@@ -131,8 +128,8 @@ def _read_head(index_dir: Path) -> dict[str, Any] | None:
     path = index_dir / HEAD_FILE
     if not path.exists():
         return None
+    head = read_json(path, LedgerIntegrityError, "ledger head")
     try:
-        head = json.loads(path.read_text())
         return {"entries": int(head["entries"]), "hash": str(head["hash"])}
     except (ValueError, TypeError, KeyError) as error:
         raise LedgerIntegrityError(f"{path}: not a ledger head ({error})") from None
@@ -182,23 +179,20 @@ def verify_ledger(index_dir: str | Path) -> list[LedgerEntry]:
     return entries
 
 
+def ledger_files(index_dir: str | Path) -> list[str]:
+    """Names of the ledger files in ``index_dir`` (empty when it holds no ledger)."""
+    return [name for name in LEDGER_FILES if (Path(index_dir) / name).exists()]
+
+
 @contextmanager
-def _locked(index_dir: Path) -> Iterator[None]:
-    with open(index_dir / LOCK_FILE, "a") as lock:
+def ledger_lock(index_dir: str | Path) -> Iterator[None]:
+    """Hold the ledger's exclusive lock (appends wait for it)."""
+    with open(Path(index_dir) / LOCK_FILE, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _write_synced(path: Path, text: str) -> None:
-    def write(stream) -> None:
-        stream.write(text.encode("utf-8"))
-        stream.flush()
-        os.fsync(stream.fileno())
-
-    write_atomically(path, write)
 
 
 def _sync_folder(folder: Path) -> None:
@@ -220,7 +214,7 @@ def append_entry(index_dir: str | Path, fields: Mapping[str, Any]) -> LedgerEntr
     unknown = sorted(set(fields) - set(CALLER_FIELDS))
     if unknown:
         raise ValueError(f"unknown ledger fields: {', '.join(unknown)}")
-    with _locked(index_dir):
+    with ledger_lock(index_dir):
         entries = verify_ledger(index_dir)
         values = {name: fields.get(name) for name in CALLER_FIELDS}
         values["time"] = values["time"] or _now()
@@ -228,8 +222,8 @@ def append_entry(index_dir: str | Path, fields: Mapping[str, Any]) -> LedgerEntr
         draft = LedgerEntry(seq=len(entries) + 1, prev_hash=entries[-1].hash if entries else GENESIS_HASH, hash="", **values)
         entry = LedgerEntry(**{**asdict(draft), "hash": draft.computed_hash()})
         lines = [canonical_json(asdict(e)).decode("utf-8") for e in [*entries, entry]]
-        _write_synced(index_dir / LEDGER_FILE, "\n".join(lines) + "\n")
-        _write_synced(index_dir / HEAD_FILE, json.dumps({"entries": entry.seq, "hash": entry.hash}) + "\n")
+        write_text_atomically(index_dir / LEDGER_FILE, "\n".join(lines) + "\n", fsync=True)
+        write_json_atomically(index_dir / HEAD_FILE, {"entries": entry.seq, "hash": entry.hash}, fsync=True, indent=None)
         _sync_folder(index_dir)
     return entry
 

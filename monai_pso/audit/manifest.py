@@ -18,13 +18,12 @@ Examples
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from monai_pso.errors import DataSourceError
-from monai_pso.index.storage import sha256_file
+from monai_pso.io import read_json, sha256_file
 
 MANIFEST_FILE = "manifest.json"
 
@@ -32,12 +31,7 @@ MANIFEST_FILE = "manifest.json"
 def read_manifest(release_dir: str | Path) -> dict[str, Any]:
     """The release's ``manifest.json``, or an error naming the file."""
     path = Path(release_dir) / MANIFEST_FILE
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataSourceError(path, "release manifest not found (is this a release folder written by the gate?)") from None
-    except (OSError, ValueError) as error:
-        raise DataSourceError(path, f"cannot read the release manifest: {error}") from None
+    manifest = read_json(path, what="release manifest", missing="release manifest not found (is this a release folder written by the gate?)")
     if not isinstance(manifest, dict):
         raise DataSourceError(path, "the release manifest must be a JSON object")
     return manifest

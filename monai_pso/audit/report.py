@@ -17,9 +17,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +26,7 @@ from monai_pso import __version__
 from monai_pso.audit import figures
 from monai_pso.audit.runner import AuditResult
 from monai_pso.errors import DataSourceError
+from monai_pso.io import staged_folder
 
 REPORT_FORMAT = "monai-pso-audit/1"
 
@@ -180,32 +178,15 @@ def build_report(result: AuditResult, context: Mapping[str, Any] | None = None) 
     return report
 
 
-def _replace_folder(staged: Path, target: Path) -> None:
-    """Move ``staged`` to ``target``, replacing a previous folder there with two renames."""
-    if not target.exists():
-        os.replace(staged, target)
-        return
-    retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    os.replace(target, retired / target.name)
-    os.replace(staged, target)
-    shutil.rmtree(retired, ignore_errors=True)
-
-
 def write_report(result: AuditResult, out_dir: str | Path, context: Mapping[str, Any] | None = None) -> Path:
     """Write ``report.json``, ``report.md`` and ``report.html`` into ``out_dir``, all at once."""
     out_dir = Path(out_dir).resolve()
     if out_dir.exists() and not out_dir.is_dir():
         raise DataSourceError(out_dir, "exists and is not a folder")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     report = build_report(result, context)
-    staged = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir) as staged:
         (staged / "report.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         (staged / "report.md").write_text(render_markdown(report), encoding="utf-8")
         (staged / "report.html").write_text(render_html(report, result), encoding="utf-8")
         staged.chmod(0o755)
-        _replace_folder(staged, out_dir)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
     return out_dir

@@ -8,7 +8,7 @@ Examples
 from monai_pso.calibrate.calibration import calibrate_threshold
 from monai_pso.calibrate.distances import PatientDistances, holdout_distances, same_patient_distances
 from monai_pso.calibrate.measure import check_image_batch, nearest_training_items
-from monai_pso.calibrate.provenance import index_fingerprint, resolve_embedder
+from monai_pso.calibrate.provenance import resolve_embedder
 from monai_pso.calibrate.threshold import RULES, Threshold, ThresholdPart
 
 __all__ = [
@@ -19,7 +19,6 @@ __all__ = [
     "calibrate_threshold",
     "check_image_batch",
     "holdout_distances",
-    "index_fingerprint",
     "nearest_training_items",
     "resolve_embedder",
     "same_patient_distances",

@@ -53,7 +53,7 @@ import numpy as np
 
 from monai_pso.calibrate.bootstrap import PatientResampler, bootstrap_percentile, percentile_interval
 from monai_pso.calibrate.distances import PatientDistances, holdout_distances, same_patient_distances
-from monai_pso.calibrate.provenance import index_fingerprint, index_manifest_digest, resolve_embedder
+from monai_pso.calibrate.provenance import index_manifest_digest, resolve_embedder
 from monai_pso.calibrate.threshold import RULES, Threshold, ThresholdPart
 from monai_pso.calibrate.views import QueryViews, default_query_views
 from monai_pso.data import DataSource, load_source
@@ -225,7 +225,7 @@ def calibrate_threshold(
         holdout_value_all=float(np.percentile(distances.values, holdout_percentile)),
         embedder_fingerprint=embedder.fingerprint,
         embedder_name=embedder.name,
-        index_fingerprint=index_fingerprint(index),
+        index_fingerprint=index.fingerprint,
         index_manifest_sha256=index_manifest_digest(index),
         query_views=views.to_dict(),
         sources={

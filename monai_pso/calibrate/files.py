@@ -1,30 +1,9 @@
-"""Atomic JSON, shared by the threshold, the generation handler and the release.
+"""Where :func:`write_json_atomic` was first defined; it is now :func:`monai_pso.io.write_json_atomically`.
 
-Files that others read are written to a temporary name in the same folder and renamed into place
-(:func:`monai_pso.embed.persistence.write_atomically`), so a crash leaves either the old file or the
-new one, never half of one.
-
-Examples
---------
->>> import tempfile, pathlib
->>> path = pathlib.Path(tempfile.mkdtemp()) / "a.json"
->>> write_json_atomic(path, {"tau": 1.5})
->>> json.loads(path.read_text())["tau"]
-1.5
+Kept for the modules of the generation run and of the gate's release (``monai_pso.engines.release``,
+``monai_pso.guard.release``) that still import it from here; new code imports :mod:`monai_pso.io`.
 """
 
-from __future__ import annotations
+from monai_pso.io import write_json_atomically as write_json_atomic
 
-import json
-from pathlib import Path
-from typing import Any
-
-from monai_pso.embed.persistence import write_atomically
-
-
-def write_json_atomic(path: str | Path, content: Any) -> None:
-    """Write ``content`` as indented JSON (keys sorted, no NaN) to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(content, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    write_atomically(path, lambda stream: stream.write(text.encode()))
+__all__ = ["write_json_atomic"]

@@ -11,7 +11,6 @@ close and is not released; ``>= value`` passes.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -19,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from monai_pso import __version__
-from monai_pso.calibrate.files import write_json_atomic
 from monai_pso.calibrate.views import QueryViews
 from monai_pso.errors import DataSourceError, FingerprintMismatchError
+from monai_pso.io import read_json, write_json_atomically
 
 #: Written into every threshold file; :meth:`Threshold.load` refuses other formats.
 THRESHOLD_FORMAT = "monai-pso/threshold/1"
@@ -103,7 +102,7 @@ class Threshold:
         The holdout percentile over all held-out images, near-duplicates included.
     embedder_fingerprint, embedder_name, index_fingerprint
         What the threshold belongs to (the index fingerprint is a digest of its content,
-        :func:`~monai_pso.calibrate.provenance.index_fingerprint`).
+        :attr:`~monai_pso.index.ReferenceIndex.fingerprint`).
     index_manifest_sha256
         The ``manifest_sha256`` of the saved index, when it was loaded from disk.
     query_views
@@ -183,7 +182,7 @@ class Threshold:
 
     def save(self, path: str | Path) -> Path:
         """Write the threshold as JSON (atomically) and return the path."""
-        write_json_atomic(path, self.to_dict())
+        write_json_atomically(path, self.to_dict())
         return Path(path)
 
     @classmethod
@@ -205,12 +204,7 @@ class Threshold:
             The threshold belongs to another embedder or index.
         """
         path = Path(path)
-        try:
-            content = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise DataSourceError(path, "threshold file not found") from None
-        except (OSError, ValueError) as error:
-            raise DataSourceError(path, f"not a readable threshold file ({error})") from None
+        content = read_json(path, what="threshold file")
         if not isinstance(content, dict) or content.get("format") != THRESHOLD_FORMAT:
             raise DataSourceError(path, f"not a monai-pso threshold file (expected format {THRESHOLD_FORMAT!r})")
         try:
@@ -222,17 +216,15 @@ class Threshold:
 
     def check_compatible(self, embedder: Any = None, index: Any = None, location: str = "threshold") -> None:
         """Raise :class:`~monai_pso.errors.FingerprintMismatchError` unless ``embedder`` / ``index`` match."""
-        from monai_pso.calibrate.provenance import index_fingerprint
-
         if embedder is not None and embedder.fingerprint != self.embedder_fingerprint:
             raise FingerprintMismatchError(
                 f"{location}: threshold was calibrated for embedder {self.embedder_fingerprint[:12]} "
                 f"({self.embedder_name or 'unknown'}), not for {embedder.fingerprint[:12]} ({getattr(embedder, 'name', '?')})"
             )
-        if index is not None and index_fingerprint(index) != self.index_fingerprint:
+        if index is not None and index.fingerprint != self.index_fingerprint:
             raise FingerprintMismatchError(
                 f"{location}: threshold was calibrated against index {self.index_fingerprint[:12]}, "
-                f"not {index_fingerprint(index)[:12]}; calibrate again for this index"
+                f"not {index.fingerprint[:12]}; calibrate again for this index"
             )
 
     def with_notes(self, *notes: str) -> "Threshold":

@@ -22,9 +22,11 @@ def gate(candidates: str, indexes: tuple[Path, ...], thresholds: tuple[Path, ...
     """Gate every image of CANDIDATES (any SOURCE, all splits) and copy the passing ones into OUT.
 
     OUT receives images/, audit.csv, summary.json, distances.png and manifest.json, all at once at
-    the end; on any error nothing is released.
+    the end; on any error nothing is released. The release is appended to the ledger of the first
+    --index (the primary check), which `monai-pso audit --cumulative` reads.
     """
     from monai_pso.calibrate import resolve_embedder
+    from monai_pso.engines.release import check_ledger, record_release
     from monai_pso.errors import MonaiPsoError
     from monai_pso.guard.checker import GuardCheck, PrivacyChecker
     from monai_pso.guard.hashing import PatientHasher
@@ -38,11 +40,13 @@ def gate(candidates: str, indexes: tuple[Path, ...], thresholds: tuple[Path, ...
         reference = ReferenceIndex.load(index_dir)
         embedder = resolve_embedder(reference, embedder_dir=embedder_dirs[i] if embedder_dirs else None)
         checks.append(GuardCheck.create(reference, threshold, embedder))
+    check_ledger(indexes[0])  # before gating: a broken ledger stops the release, not its record
     out = out.expanduser().resolve()
     salt_file = salt_file or out.with_name(out.name + ".salt")
     new_salt = not salt_file.exists()
     try:
         report = gate_source(candidates, PrivacyChecker(checks, PatientHasher.from_file(salt_file)), out, fmt=fmt, batch_size=batch_size)
+        entry = record_release(indexes[0], report.release_dir, "gate", checks[0].index_fingerprint)  # removes the release if it fails
     except BaseException:
         if new_salt:
             salt_file.unlink(missing_ok=True)  # nothing was released: leave nothing behind
@@ -50,3 +54,4 @@ def gate(candidates: str, indexes: tuple[Path, ...], thresholds: tuple[Path, ...
     counts = report.counts
     click.echo(f"released {counts['released']} of {counts['candidates']} candidates ({report.summary['released_share']:.1%}); {counts['rejected']} too close to a training image")
     click.echo(f"release: {report.release_dir}  (audit.csv, summary.json, manifest.json)")
+    click.echo(f"ledger:  entry {entry.seq} in {Path(indexes[0]) / 'ledger.jsonl'}")

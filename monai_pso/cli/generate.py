@@ -1,9 +1,18 @@
-"""``monai-pso generate``: a guarded release from a trained ldm_2d / ldm_3d bundle."""
+"""``monai-pso generate``: a guarded release from a trained ldm_2d / ldm_3d bundle.
+
+The bundle folder holds ``configs/`` (the bundle's), ``models/autoencoder.pt`` and ``models/diffusion.pt``
+(its training output) and ``privacy/<check>/index`` + ``privacy/<check>/threshold.json`` for each check of
+the guard (``monai_pso.guard.build_default_guard(SOURCE, out_dir=BUNDLE/privacy)``, as the demo does).
+The release is recorded in the ledger of the primary (first) check's index.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -12,23 +21,77 @@ from monai_pso.errors import MonaiPsoError
 #: Config files of a bundle's guarded generation, merged in this order (model-zoo style).
 GENERATION_CONFIGS = ("train_autoencoder.json", "train_diffusion.json", "inference.json")
 
+#: The overlay of the diversity-aware scheme, merged last (training and generation).
+DIVERSITY_CONFIG = "diversity.json"
 
-def run_bundle_generation(bundle: str | Path, overrides: dict) -> Path:
+
+@contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """torch and faiss limited to ``n`` threads (``None``: unchanged) while the block runs.
+
+    The guard's work is many small tensors: on a busy 2-core machine two threads make it about ten
+    times slower than one (thread hand-offs dominate), and the tiny CPU networks gain little from two.
+
+    Examples
+    --------
+    >>> import torch
+    >>> with cpu_threads(1):
+    ...     torch.get_num_threads()
+    1
+    """
+    import faiss
+    import torch
+
+    if n is None:
+        yield
+        return
+    threads, faiss_threads = torch.get_num_threads(), faiss.omp_get_max_threads()
+    torch.set_num_threads(n)
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        faiss.omp_set_num_threads(faiss_threads)
+
+
+def _user_error(error: RuntimeError) -> MonaiPsoError | None:
+    """The :class:`MonaiPsoError` behind a config-evaluation error, if any (shown as one line)."""
+    cause = error.__cause__
+    while cause is not None and not isinstance(cause, MonaiPsoError):
+        cause = cause.__cause__
+    return cause
+
+
+def run_bundle_generation(bundle: str | Path, overrides: dict[str, Any], extra_configs: Sequence[str] = ()) -> Path:
     """Run a bundle's ``inference.json`` (guarded generation) with ``overrides``; returns the release folder.
+
+    Parameters
+    ----------
+    bundle
+        Trained bundle folder (configs, models, privacy).
+    overrides
+        Config values (``n``, ``output_dir``, ``format``...).
+    extra_configs
+        More config files of the bundle merged last (e.g. :data:`DIVERSITY_CONFIG`).
 
     Examples
     --------
     >>> run_bundle_generation("no/such/bundle", {})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    monai_pso.errors.MonaiPsoError: no/such/bundle: not a bundle (no configs/inference.json)
+    monai_pso.errors.MonaiPsoError: no/such/bundle: not a bundle (no configs/train_autoencoder.json, ...)
     """
     from monai.bundle import ConfigParser
 
     root = Path(bundle)
-    files = [root / "configs" / name for name in GENERATION_CONFIGS]
-    if not all(f.is_file() for f in files):
-        raise MonaiPsoError(f"{bundle}: not a bundle (no configs/inference.json)")
+    files = [root / "configs" / name for name in (*GENERATION_CONFIGS, *extra_configs)]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise MonaiPsoError(f"{bundle}: not a bundle (no configs/{', configs/'.join(f.name for f in missing)})")
+    for checkpoint in ("autoencoder.pt", "diffusion.pt"):
+        if not (root / "models" / checkpoint).is_file():
+            raise MonaiPsoError(f"{root / 'models' / checkpoint}: not found; train the bundle first (see its docs/README.md)")
     parser = ConfigParser()
     parser.read_config([str(f) for f in files])
     parser.update({"bundle_root": str(root.resolve()), **overrides})
@@ -36,33 +99,92 @@ def run_bundle_generation(bundle: str | Path, overrides: dict) -> Path:
         for index in range(len(parser["run"])):
             parser.get_parsed_content(f"run#{index}")
     except RuntimeError as error:  # ConfigExpression wraps user errors; show them as one line
-        cause = error.__cause__
-        while cause is not None and not isinstance(cause, MonaiPsoError):
-            cause = cause.__cause__
+        cause = _user_error(error)
         if cause is None:
             raise
         raise cause from None
-    return Path(parser.get_parsed_content("output_dir"))
+    return Path(parser.get_parsed_content("output_dir")).expanduser().resolve()
+
+
+def release_report(release: Path) -> list[str]:
+    """Lines telling where a guarded release is and what the guard did (counts, rejection rate, tau per check).
+
+    Examples
+    --------
+    >>> release_report(Path("no/such/release"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    monai_pso.errors.MonaiPsoError: no/such/release/manifest.json: ...
+    """
+    try:
+        manifest = json.loads((release / "manifest.json").read_text())
+        summary = json.loads((release / "summary.json").read_text())
+    except (OSError, ValueError) as error:
+        raise MonaiPsoError(f"{release / 'manifest.json'}: cannot read the release ({error})") from None
+    counts = summary["counts"]
+    taus = ", ".join(f"{name} {check['tau']:.4g}" for name, check in summary["checks"].items())
+    return [
+        f"released {manifest['n_released']} of {counts['generated']} requested images "
+        f"({counts['checks']} draws checked, rejection rate {summary['rejection_rate']:.1%}, "
+        f"{counts['regenerated']} redrawn, {counts['dropped']} dropped)",
+        f"tau: {taus}",
+        f"images:    {release / 'images'}",
+        f"audit log: {release / 'audit.csv'}",
+        f"summary:   {release / 'summary.json'}  (histograms: {release / 'distances.png'})",
+        f"manifest:  {release / 'manifest.json'}",
+    ] + alarm_lines(summary)
+
+
+def alarm_lines(summary: dict[str, Any]) -> list[str]:
+    """The memorization alarm of a guard summary, as a line to print (none when it was not raised).
+
+    Examples
+    --------
+    >>> alarm_lines({"alarm": {"raised": True, "rate": 0.2}, "rejection_rate": 0.9})
+    ['memorization alarm: 90% of the draws were closer than tau to a training image (alarm above 20%): the model may be memorising its training images']
+    """
+    alarm = summary.get("alarm", {})
+    if not alarm.get("raised"):
+        return []
+    return [
+        f"memorization alarm: {summary['rejection_rate']:.0%} of the draws were closer than tau to a training image "
+        f"(alarm above {alarm['rate']:.0%}): the model may be memorising its training images"
+    ]
 
 
 @click.command("generate")
-@click.option("--bundle", "bundle", required=True, type=click.Path(file_okay=False), help="Trained ldm_2d / ldm_3d bundle folder.")
-@click.option("--n", "n", required=True, type=click.IntRange(min=1), help="Images to release (per condition).")
+@click.option("--bundle", "bundle", required=True, type=click.Path(file_okay=False), help="Trained ldm_2d / ldm_3d bundle folder (configs, models, privacy).")
+@click.option("--n", "n", type=click.IntRange(min=1), default=None, help="Images to request (per condition); with --diversity, the first N training images [default: all].")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Release folder (must not exist or be empty).")
 @click.option("--condition", default=None, help="Class label, or a JSON list (covariate vector).")
-@click.option("--format", "fmt", type=click.Choice(["png", "nifti", "dicom"]), default=None, help="Image format (bundle default).")
+@click.option("--format", "fmt", type=click.Choice(["png", "nifti", "dicom"]), default=None, help="Image format [default: the bundle's].")
 @click.option("--seed", type=int, default=None, help="First seed (sample i uses seed + i).")
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Denoising steps.")
-@click.option("--guidance", type=float, default=None, help="Classifier-free guidance scale.")
-def generate(bundle: str, n: int, out: str, condition: str | None, fmt: str | None, seed: int | None, steps: int | None, guidance: float | None) -> None:
-    """Generate N images with the bundle's model; release only those the privacy guard accepts."""
-    overrides = {"n": n, "output_dir": str(Path(out).resolve())}
+@click.option("--guidance", type=float, default=None, help="Classifier-free guidance scale (the start, with --diversity).")
+@click.option("--diversity", is_flag=True, help="Diversity-aware scheme: one image per training image, conditioned on its features (a bundle trained with configs/diversity.json).")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="CPU threads of torch and faiss.")
+def generate(bundle: str, n: int | None, out: str, condition: str | None, fmt: str | None, seed: int | None, steps: int | None, guidance: float | None, diversity: bool, threads: int) -> None:
+    """Generate images with the bundle's model; release only those the privacy guard accepts.
+
+    OUT receives images/, audit.csv, summary.json, distances.png and manifest.json, all at once at the
+    end, and the release is appended to the ledger of the guard's primary index.
+    """
+    if n is None and not diversity:
+        raise click.UsageError("give --n (or --diversity for one image per training image)")
+    overrides: dict[str, Any] = {"output_dir": str(Path(out).expanduser().resolve())}
+    if n is not None:
+        overrides["diversity_limit" if diversity else "n"] = n
     if condition is not None:
-        overrides["condition"] = json.loads(condition)
+        if diversity:
+            raise click.UsageError("--condition and --diversity exclude each other (--diversity conditions on each training image)")
+        try:
+            overrides["condition"] = json.loads(condition)
+        except ValueError:
+            raise click.BadParameter(f"{condition!r} is not a number or a JSON list", param_hint="--condition") from None
     for key, value in (("format", fmt), ("seed", seed), ("num_inference_steps", steps), ("guidance_scale", guidance)):
         if value is not None:
             overrides[key] = value
-    release = run_bundle_generation(bundle, overrides)
-    manifest = json.loads((release / "manifest.json").read_text())
-    click.echo(f"released {manifest['n_released']} of {n} images to {release}")
-    click.echo(f"audit log: {release / 'audit.csv'}")
+    with cpu_threads(threads):
+        release = run_bundle_generation(bundle, overrides, [DIVERSITY_CONFIG] if diversity else [])
+    for line in release_report(release):
+        click.echo(line)

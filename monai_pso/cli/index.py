@@ -21,10 +21,12 @@ def index() -> None:
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images embedded per call.")
 @click.option("--tiles", default=0, show_default=True, type=click.IntRange(min=0), help="pixel embedder: tiles per axis (0: whole image).")
 @click.option("--grid", default=None, type=click.IntRange(min=4), help="pixel embedder: resampled side [default: 32 in 2D, 16 in 3D].")
-def build(source: str, out: Path, embedder_name: str, embedder_dir: Path | None, split: str, batch_size: int, tiles: int, grid: int | None) -> None:
+@click.option("--keep-ledger", is_flag=True, help="OUT is an index with a release ledger: replace the index and carry the ledger into it.")
+def build(source: str, out: Path, embedder_name: str, embedder_dir: Path | None, split: str, batch_size: int, tiles: int, grid: int | None, keep_ledger: bool) -> None:
     """Embed every image of the SPLIT of SOURCE and save the exact reference index in OUT.
 
     The recommended guard uses two pixel indexes, one whole-image (default) and one with --tiles 3.
+    An index in OUT that holds a release ledger is replaced only with --keep-ledger.
     """
     from monai_pso.embed.registry import create_embedder, load_embedder
     from monai_pso.index import build_index
@@ -36,5 +38,5 @@ def build(source: str, out: Path, embedder_name: str, embedder_dir: Path | None,
     else:
         raise click.UsageError(f"--embedder {embedder_name} needs --embedder-dir (a fitted embedder saved by `monai-pso embed train`)")
     reference = build_index(source, embedder, split=split, batch_size=batch_size)
-    reference.save(out)
+    reference.save(out, keep_ledger=keep_ledger)
     click.echo(f"indexed {reference.n_items} images of {reference.n_patients} patients ({reference.n_rows} vectors of dimension {reference.dim}) with {embedder.name} -> {out}")

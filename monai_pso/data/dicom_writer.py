@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +41,7 @@ from monai_pso import __version__
 from monai_pso.data.dicom_certificate import SOFTWARE, PrivacyCertificate
 from monai_pso.data.dicom_iod import ModalityProfile, SliceGeometry, modality_profile
 from monai_pso.errors import DicomWriteError, ImageValueError
+from monai_pso.io import staged_folder, write_atomically
 
 #: Series Description when the caller gives none; a caller's description is prefixed with ``SYNTHETIC - ``.
 DEFAULT_SERIES_DESCRIPTION = "SYNTHETIC - monai-pso"
@@ -120,12 +119,14 @@ def write_dicom(
         for k, pixels in enumerate(stack)
     ]
     out_stem = Path(out_stem)
-    out_stem.parent.mkdir(parents=True, exist_ok=True)
     if not is_volume:
         target = out_stem.with_name(out_stem.name + ".dcm")
-        _save_atomic(slices[0], target)
+        write_atomically(target, lambda stream: slices[0].save_as(stream, enforce_file_format=True))
         return [target]
-    return _save_series_atomic(slices, out_stem)
+    with staged_folder(out_stem) as staged:  # the series replaces a previous one at once
+        for ds in slices:
+            ds.save_as(staged / f"{ds.InstanceNumber:04d}.dcm", enforce_file_format=True)
+    return [out_stem / f"{ds.InstanceNumber:04d}.dcm" for ds in slices]
 
 
 def _check_image(image: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -247,34 +248,3 @@ def _file_meta(ds: Dataset) -> FileMetaDataset:
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     return meta
-
-
-def _save_atomic(ds: Dataset, target: Path) -> None:
-    """Write ``ds`` to a temporary name beside ``target`` and rename it into place."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(handle)
-    try:
-        ds.save_as(temporary, enforce_file_format=True)
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _save_series_atomic(slices: list[Dataset], folder: Path) -> list[Path]:
-    """Write a series into a temporary folder beside ``folder``, then swap it into place."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    try:
-        for ds in slices:
-            ds.save_as(staging / f"{ds.InstanceNumber:04d}.dcm", enforce_file_format=True)
-        if folder.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
-            os.replace(folder, retired / folder.name)
-            os.replace(staging, folder)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return [folder / f"{ds.InstanceNumber:04d}.dcm" for ds in slices]

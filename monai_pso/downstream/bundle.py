@@ -8,7 +8,6 @@ True
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from ignite.engine import Engine, Events
 
 from monai_pso.data import load_source
 from monai_pso.downstream.training import CollectPredictions
+from monai_pso.io import write_json_atomically
 
 #: What a bundle trains on (its ``training_data`` setting).
 TRAINING_DATA = ("real", "synthetic", "real+synthetic")
@@ -70,10 +70,7 @@ class MetricsWriter(CollectPredictions):
 
     def write(self, engine: Engine) -> None:
         self.summary = self.task.summarize(self.outputs, self.targets)
-        self.output_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.output_file.with_name(f".{self.output_file.name}.tmp")
-        tmp.write_text(json.dumps(self.summary, indent=2, default=float))
-        os.replace(tmp, self.output_file)
+        write_json_atomically(self.output_file, self.summary, default=float, allow_nan=True, sort_keys=False)
         engine.logger.info(f"metrics written to {self.output_file}")
 
 

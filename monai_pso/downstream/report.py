@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from monai_pso.downstream.tasks import ClassificationTask, DownstreamTask
+from monai_pso.io import write_json_atomically, write_text_atomically
 
 
 def _ci(low: float, high: float, signed: bool = False) -> str:
@@ -136,15 +136,9 @@ def _markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_report(report: dict[str, Any], task: DownstreamTask, results, test_cases, synthetic, out: Path, max_examples: int = 4) -> None:
     """Add conclusions and figures to ``report`` and write ``report.json`` and ``report.md`` into ``out``."""
     report["figures"] = figures(task, results, test_cases, synthetic, out, max_examples)
     report["conclusions"] = conclusions(report)
-    _write_atomic(out / "report.json", json.dumps(report, indent=2, default=float))
-    _write_atomic(out / "report.md", _markdown(report))
+    write_json_atomically(out / "report.json", report, default=float, allow_nan=True, sort_keys=False)
+    write_text_atomically(out / "report.md", _markdown(report))

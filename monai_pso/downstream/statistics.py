@@ -18,7 +18,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
-Z95 = float(stats.norm.ppf(0.975))
+
+def _normal_quantile(confidence: float) -> float:
+    """The two-sided critical value of a standard normal at level ``confidence`` (1.96 for 0.95)."""
+    return float(stats.norm.ppf(0.5 + confidence / 2.0))
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,7 @@ def delong_auroc(labels: np.ndarray, scores: np.ndarray, confidence: float = 0.9
     labels = np.asarray(labels).astype(int).ravel()
     aurocs, cov = delong_covariance(labels, scores)
     auroc, se = float(aurocs[0]), float(np.sqrt(max(cov[0, 0], 0.0)))
-    z = float(stats.norm.ppf(0.5 + confidence / 2.0))
+    z = _normal_quantile(confidence)
     return AurocEstimate(auroc, se, max(0.0, auroc - z * se), min(1.0, auroc + z * se), int(labels.sum()), int((labels == 0).sum()))
 
 
@@ -129,7 +132,7 @@ def delong_test(labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray, 
     aurocs, cov = delong_covariance(labels, np.stack([np.asarray(scores_a, float), np.asarray(scores_b, float)]))
     difference = float(aurocs[0] - aurocs[1])
     se = float(np.sqrt(max(cov[0, 0] + cov[1, 1] - 2.0 * cov[0, 1], 0.0)))
-    z_crit = float(stats.norm.ppf(0.5 + confidence / 2.0))
+    z_crit = _normal_quantile(confidence)
     if se == 0.0:
         z, p = (0.0, 1.0) if difference == 0.0 else (float(np.sign(difference) * np.inf), 0.0)
     else:

@@ -22,6 +22,7 @@ import numpy as np
 
 from monai_pso.data import DataSource, ImageRecord, load_source
 from monai_pso.errors import DataSourceError
+from monai_pso.io import read_json
 
 
 @dataclass
@@ -86,7 +87,7 @@ class ReleaseSynthetic:
         if not manifest_path.is_file():
             records = [replace(r, split="train") for r in load_source(self.release_dir)]
             return SyntheticSet(records, self.tau, f"release {self.release_dir}")
-        manifest = json.loads(manifest_path.read_text())
+        manifest = read_json(manifest_path, what="release manifest")
         records = []
         for item in manifest.get("items", []):
             files = item.get("files") or []

@@ -8,7 +8,7 @@
 See ``docs/embedders.md`` for the exact distances and when to use which.
 """
 
-from monai_pso.embed.base import Embedder, EmbedderSettingsError, Embedding, fingerprint_of
+from monai_pso.embed.base import Embedder, Embedding, fingerprint_of
 from monai_pso.embed.distance import image_distances
 from monai_pso.embed.latent import LatentEmbedder
 from monai_pso.embed.pixel import PixelEmbedder
@@ -16,6 +16,7 @@ from monai_pso.embed.registry import EMBEDDERS, create_embedder, embedder_from_s
 from monai_pso.embed.reid import ReidEmbedder
 from monai_pso.embed.reid_training import train_reid
 from monai_pso.embed.verification import verification_auc
+from monai_pso.errors import EmbedderSettingsError
 
 __all__ = [
     "EMBEDDERS",

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_pso.errors import MonaiPsoError
+from monai_pso.errors import EmbedderSettingsError
 
 
 @dataclass
@@ -82,10 +82,6 @@ class Embedding:
 #: Settings that say where weights are stored, not what they are. The fingerprint leaves them out, so
 #: an embedder keeps its fingerprint when its weights are saved elsewhere or its folder moves.
 LOCATION_KEYS = ("weights", "state_dict_key")
-
-
-class EmbedderSettingsError(MonaiPsoError):
-    """An embedder's name, settings or saved files are not usable (message names the setting or file)."""
 
 
 def fingerprint_of(settings: Mapping[str, Any], state: Mapping[str, torch.Tensor] | None = None) -> str:

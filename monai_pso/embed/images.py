@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from monai.networks.layers import gaussian_1d, separable_filtering
 
-from monai_pso.embed.base import EmbedderSettingsError, Embedding
-from monai_pso.errors import ImageValueError
+from monai_pso.embed.base import Embedding
+from monai_pso.errors import EmbedderSettingsError, ImageValueError
 
 #: Anything :func:`as_image_batch` accepts.
 ImageBatch = torch.Tensor | np.ndarray | Sequence[np.ndarray]

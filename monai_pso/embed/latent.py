@@ -27,10 +27,10 @@ from typing import Any
 import torch
 from monai.networks.nets import AutoencoderKL
 
-from monai_pso.embed.base import EmbedderSettingsError
 from monai_pso.embed.images import spatial_shape
 from monai_pso.embed.network import NetworkEmbedder
 from monai_pso.embed.pixel import rms_scaled
+from monai_pso.errors import EmbedderSettingsError
 
 
 class LatentEmbedder(NetworkEmbedder):

@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from monai_pso.embed.base import Embedder, EmbedderSettingsError, Embedding
+from monai_pso.embed.base import Embedder, Embedding
 from monai_pso.embed.images import ImageBatch, as_image_batch, embed_with_flips, resample
 from monai_pso.embed.persistence import WEIGHTS_FILE, load_state_dict
-from monai_pso.errors import ImageValueError
+from monai_pso.errors import EmbedderSettingsError, ImageValueError
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

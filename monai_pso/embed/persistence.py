@@ -22,34 +22,20 @@ Examples
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 
 from monai_pso import __version__
 from monai_pso.embed.base import Embedder
 from monai_pso.errors import DataSourceError
+from monai_pso.io import read_json, write_atomically, write_json_atomically
 
 SETTINGS_FILE = "embedder.json"
 WEIGHTS_FILE = "weights.pt"
 FORMAT_VERSION = 1
-
-
-def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Call ``write`` on a temporary file beside ``path``, then rename it to ``path``."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def save_embedder(embedder: Embedder, directory: str | Path) -> Path:
@@ -69,20 +55,14 @@ def save_embedder(embedder: Embedder, directory: str | Path) -> Path:
         "provenance": embedder.provenance,
         "monai_pso_version": __version__,
     }
-    text = json.dumps(document, indent=2, sort_keys=True, default=str) + "\n"
-    write_atomically(directory / SETTINGS_FILE, lambda stream: stream.write(text.encode()))
+    write_json_atomically(directory / SETTINGS_FILE, document, default=str, allow_nan=True)
     return directory / SETTINGS_FILE
 
 
 def read_embedder_json(directory: str | Path) -> dict[str, Any]:
     """The parsed ``embedder.json`` of a saved embedder folder, its ``weights`` setting made absolute."""
     path = Path(directory) / SETTINGS_FILE
-    try:
-        document = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataSourceError(path, "no saved embedder here (embedder.json missing)") from None
-    except (OSError, ValueError) as error:
-        raise DataSourceError(path, f"cannot read saved embedder: {error}") from None
+    document = read_json(path, what="saved embedder", missing="no saved embedder here (embedder.json missing)")
     if not isinstance(document, dict) or not {"name", "settings", "fingerprint"} <= set(document):
         raise DataSourceError(path, "not an embedder.json (needs name, settings and fingerprint)")
     weights = document["settings"].get("weights")

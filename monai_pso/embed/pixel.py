@@ -41,9 +41,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_pso.embed.base import Embedder, EmbedderSettingsError, Embedding
+from monai_pso.embed.base import Embedder, Embedding
 from monai_pso.embed.images import ImageBatch, as_image_batch, embed_with_flips, resample, smooth, spatial_shape
 from monai_pso.embed.tiles import TileLayout
+from monai_pso.errors import EmbedderSettingsError
 
 #: Grid side per spatial dimensionality when ``grid`` is not given.
 DEFAULT_GRID = {2: 32, 3: 16}

@@ -32,14 +32,13 @@ import torch
 from tqdm.auto import tqdm
 
 from monai_pso.data import DataSource, ImageRecord, load_image, load_source
-from monai_pso.embed.base import EmbedderSettingsError
 from monai_pso.embed.augment import BatchAugment
 from monai_pso.embed.images import resample, spatial_shape
 from monai_pso.embed.network import resolve_device
 from monai_pso.embed.pixel import PixelEmbedder
 from monai_pso.embed.reid import DEFAULT_CHANNELS, DEFAULT_INPUT_SIZE, ReidEmbedder
 from monai_pso.embed.verification import verification_auc
-from monai_pso.errors import DataSourceError, ImageValueError
+from monai_pso.errors import DataSourceError, EmbedderSettingsError, ImageValueError
 
 
 def supervised_contrastive_loss(vectors: torch.Tensor, labels: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:

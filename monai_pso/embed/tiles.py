@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from monai_pso.embed.base import EmbedderSettingsError
+from monai_pso.errors import EmbedderSettingsError
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,14 @@ from monai_pso.engines.checkpoint import load_checkpoint, load_weights, read_sca
 from monai_pso.engines.conditioning import Conditioning, PooledFeatured, pooled_features
 from monai_pso.engines.diffusion import LatentDiffusionTrainer
 from monai_pso.engines.ema import ema_of
-from monai_pso.engines.guarded import privacy_guard
+from monai_pso.engines.guarded import DEFAULT_CHECKS, guard_checker, guard_paths, privacy_guard
 from monai_pso.engines.generation import GenerationWorkflow, GuidanceSchedule, derive_seed, diversity_requests, generation_requests
 from monai_pso.engines.losses import kl_loss, offline_perceptual_loss
 from monai_pso.engines.release import ReleaseWriter, release_manifest
 from monai_pso.engines.sampler import LatentDiffusionSampler
 
 __all__ = [
+    "DEFAULT_CHECKS",
     "AutoencoderTrainer",
     "Conditioning",
     "GenerationWorkflow",
@@ -29,6 +30,8 @@ __all__ = [
     "diversity_requests",
     "ema_of",
     "generation_requests",
+    "guard_checker",
+    "guard_paths",
     "kl_loss",
     "load_checkpoint",
     "load_weights",

@@ -12,7 +12,7 @@ A rejected image is redrawn with :meth:`GenerationWorkflow.regenerate`: another 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,10 +65,18 @@ class GuidanceSchedule:
         """Draws per item, the first included."""
         return self.levels * self.attempts_per_level
 
-    def scale_at(self, attempt: int) -> float:
-        """Guidance scale of draw number ``attempt`` (0-based)."""
-        level = min(attempt // self.attempts_per_level, self.levels - 1)
-        return float(self.start - level * self.step)
+    def scale_at(self, attempt: int, start: float | None = None) -> float:
+        """Guidance scale of draw number ``attempt`` (0-based) of a request that began at ``start`` (default: :attr:`start`).
+
+        Examples
+        --------
+        >>> GuidanceSchedule(start=3.0, floor=1.0, step=1.0, attempts_per_level=1).scale_at(5, start=2.0)
+        1.0
+        """
+        start = self.start if start is None else float(start)
+        if self.floor is None or self.step <= 0 or self.floor >= start:
+            return start
+        return float(max(start - (attempt // self.attempts_per_level) * self.step, self.floor))
 
 
 def generation_requests(
@@ -91,24 +99,53 @@ def generation_requests(
 
 
 def diversity_requests(
-    datalist: Sequence[dict[str, Any]], feature_key: str = "features", seed: int = 0, guidance_scale: float = 1.0
+    datalist: Sequence[dict[str, Any]],
+    feature_key: str = "features",
+    seed: int = 0,
+    guidance_scale: float = 1.0,
+    transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """One request per training item, conditioned on its feature vector (the PSO diversity-aware scheme).
 
     Each request records ``source_item`` (the training image it is conditioned on); the guard still checks
-    the result against every training image.
+    the result against every training image, and a rejected draw is redrawn at lower guidance
+    (:class:`GuidanceSchedule`) before it is dropped.
+
+    Parameters
+    ----------
+    datalist
+        Training items holding ``feature_key`` (or turned into such items by ``transform``).
+    feature_key
+        Where the feature vector is (:class:`~monai_pso.engines.PooledFeatured` writes ``"features"``).
+    seed, guidance_scale
+        Seed of the first request (then consecutive), and the starting guidance.
+    transform
+        Applied to each item first (e.g. loading the image and computing ``PooledFeatured``).
+    limit
+        Only the first ``limit`` items.
+
+    Examples
+    --------
+    >>> requests = diversity_requests([{"item_id": "p0-a0", "features": [0.5, 0.1]}], guidance_scale=3.0)
+    >>> requests[0]["item_id"], requests[0]["source_item"], requests[0]["condition"]
+    ('synthetic-p0-a0', 'p0-a0', [0.5, 0.1])
     """
-    return [
-        {
-            "item_id": f"synthetic-{entry['item_id']}",
-            "source_item": entry["item_id"],
-            "seed": int(seed) + i,
-            "guidance_scale": float(guidance_scale),
-            "condition": entry[feature_key],
-            "attempt": 0,
-        }
-        for i, entry in enumerate(datalist)
-    ]
+    entries = list(datalist)[:limit] if limit else list(datalist)
+    requests = []
+    for i, entry in enumerate(entries):
+        entry = transform(entry) if transform is not None else entry
+        requests.append(
+            {
+                "item_id": f"synthetic-{entry['item_id']}",
+                "source_item": entry["item_id"],
+                "seed": int(seed) + i,
+                "guidance_scale": float(guidance_scale),
+                "condition": entry[feature_key],
+                "attempt": 0,
+            }
+        )
+    return requests
 
 
 class GenerationWorkflow(Workflow):
@@ -179,10 +216,10 @@ class GenerationWorkflow(Workflow):
         """The request of redraw ``attempt`` (>= 1) of ``item``: a derived seed, the scheduled guidance."""
         base_seed = item.get("base_seed", item["seed"])
         base_scale = item.get("base_guidance_scale", item["guidance_scale"])
-        offset = attempt // self.schedule.attempts_per_level
-        scale = max(base_scale - offset * self.schedule.step, self.schedule.floor) if self.schedule.floor is not None else base_scale
         request = {key: value for key, value in item.items() if key != Keys.PRED}
-        request.update(seed=derive_seed(base_seed, attempt), guidance_scale=float(scale), attempt=attempt, base_seed=base_seed, base_guidance_scale=base_scale)
+        request.update(
+            seed=derive_seed(base_seed, attempt), guidance_scale=self.schedule.scale_at(attempt, base_scale), attempt=attempt, base_seed=base_seed, base_guidance_scale=base_scale
+        )
         return request
 
     def regenerate(self, item: dict[str, Any], attempt: int) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_pso.calibrate import Threshold, check_image_batch, index_fingerprint, nearest_training_items, resolve_embedder
+from monai_pso.calibrate import Threshold, check_image_batch, nearest_training_items, resolve_embedder
 from monai_pso.embed.base import Embedder
 from monai_pso.errors import IndexIntegrityError
 from monai_pso.guard.hashing import PatientHasher
@@ -96,11 +96,10 @@ class GuardCheck:
         location = "threshold"
         if not isinstance(threshold, Threshold):
             location, threshold = str(threshold), Threshold.load(threshold)
-        fingerprint = index_fingerprint(index)
         threshold.check_compatible(embedder=embedder, index=index, location=location)
         if name is None:
             name = embedder.name + ("-tiles" if getattr(embedder, "tiled", False) else "")
-        return cls(name, index, threshold, embedder, fingerprint)
+        return cls(name, index, threshold, embedder, index.fingerprint)
 
     @property
     def tau(self) -> float:

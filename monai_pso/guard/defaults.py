@@ -43,6 +43,7 @@ def build_default_guard(
     out_dir: str | Path | None = None,
     hasher: PatientHasher | None = None,
     progress: bool = True,
+    keep_ledger: bool = False,
     **calibration: Any,
 ) -> PrivacyChecker:
     """Index the train split of ``training`` with each default embedder, calibrate tau on ``holdout``.
@@ -62,6 +63,9 @@ def build_default_guard(
         Salt of the nearest-patient hashes.
     progress
         Progress bars.
+    keep_ledger
+        Replace saved indexes that hold a release ledger, carrying the ledger into the new index
+        (:meth:`~monai_pso.index.ReferenceIndex.save`); without it such an index is not replaced.
     calibration
         More options of :func:`~monai_pso.calibrate.calibrate_threshold` (``rule``, ``n_bootstrap``...).
     """
@@ -74,7 +78,7 @@ def build_default_guard(
         index = build_index(training, embedder, split="train", progress=progress)
         threshold = calibrate_threshold(index, embedder, holdout, split=split, training=training, progress=progress, **calibration)
         if out_dir is not None:
-            index.save(Path(out_dir) / name / "index")
+            index.save(Path(out_dir) / name / "index", keep_ledger=keep_ledger)
             threshold.save(Path(out_dir) / name / "threshold.json")
         checks.append(GuardCheck.create(index, threshold, embedder, name=name))
     return PrivacyChecker(checks, hasher)

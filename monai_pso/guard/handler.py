@@ -54,7 +54,6 @@ import torch
 from ignite.engine import Engine, EventEnum, Events
 
 from monai_pso import __version__
-from monai_pso.calibrate.files import write_json_atomic
 from monai_pso.errors import ImageValueError, PrivacyViolationError
 from monai_pso.guard.audit_log import AuditLog
 from monai_pso.guard.checker import Decisions, PrivacyChecker
@@ -63,6 +62,7 @@ from monai_pso.guard.outputs import GeneratedBatch
 from monai_pso.guard.report import distance_statistics, plot_distances
 from monai_pso.guard.storage import as_stored
 from monai_pso.guard.transforms import DECISION_KEYS
+from monai_pso.io import write_json_atomically
 
 #: Columns of ``audit.csv``: one row per check of a generated image. ``decision`` is ``released``,
 #: ``rejected`` (to be redrawn) or ``dropped`` (rejected with no attempt left).
@@ -298,7 +298,7 @@ class PrivacyGuard:
             self._log.close()
         summary = self.summary()
         engine.state.privacy_summary = summary
-        write_json_atomic(self.save_dir / "summary.json", summary)
+        write_json_atomically(self.save_dir / "summary.json", summary)
         taus = self.checker.taus
         panels = {name: (values, values >= taus[name], taus[name]) for name, values in self._joined_distances().items()}
         plot_distances(self.save_dir / "distances.png", panels, f"privacy guard: {self.counts['released']} released, {self.counts['dropped']} dropped", self.bins)

@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from monai_pso.embed.persistence import write_atomically
+from monai_pso.io import write_atomically
 
 
 def distance_statistics(distances: np.ndarray, threshold: float, bins: int = 30) -> dict[str, Any]:

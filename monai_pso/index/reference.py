@@ -12,6 +12,8 @@ Examples
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +31,8 @@ from monai_pso.index.shard import Shard, ShardBuilder
 
 #: Queries searched together (bounds the ``(queries, clusters)`` arrays of pruned search).
 QUERY_CHUNK = 1024
+#: Rows hashed per block by :attr:`ReferenceIndex.fingerprint` (bounds memory on memory-mapped shards).
+HASH_ROWS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,9 @@ class ReferenceIndex(ItemQueries):
         Rows of the whole index when ``shards`` is a subset (default: the rows of ``shards``).
     manifest
         The manifest the index was loaded from, if any.
+    fingerprint
+        The content fingerprint when it is known but cannot be computed here (the one recorded in the
+        manifest, for an index loaded in part); default: computed from the rows when first asked for.
     """
 
     def __init__(
@@ -91,6 +98,7 @@ class ReferenceIndex(ItemQueries):
         backend: str | Backend = "auto",
         total_rows: int | None = None,
         manifest: dict[str, Any] | None = None,
+        fingerprint: str | None = None,
     ):
         self.shards = list(shards)
         self.item_ids = [str(i) for i in item_ids]
@@ -100,6 +108,7 @@ class ReferenceIndex(ItemQueries):
         self.source = source
         self.total_rows = int(total_rows if total_rows is not None else sum(s.n_rows for s in self.shards))
         self.manifest = manifest
+        self._fingerprint = fingerprint
         self._dim = self.shards[0].dim if self.shards else int((manifest or {}).get("dim", 0))
         self._check_consistent()
         self.use_backend(backend)
@@ -179,6 +188,47 @@ class ReferenceIndex(ItemQueries):
     @property
     def n_patients(self) -> int:
         return len(set(self.patient_ids))
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the index's content, computed once: what a threshold or a release belongs to.
+
+        Covers the embedder fingerprint, the dimension, the image shape, the item and patient ids and
+        every shard's rows and their items, so the same index in memory and saved and loaded again has
+        the same fingerprint, and any change to the rows changes it. Recorded in the manifest at save,
+        checked at load.
+
+        Examples
+        --------
+        >>> a = ReferenceIndex.from_vectors(np.eye(2, dtype=np.float32), [0, 1], ["a", "b"], ["p", "q"])
+        >>> b = ReferenceIndex.from_vectors(2 * np.eye(2, dtype=np.float32), [0, 1], ["a", "b"], ["p", "q"])
+        >>> a.fingerprint == a.fingerprint != b.fingerprint
+        True
+        """
+        if self._fingerprint is None:
+            self._fingerprint = self._content_digest()
+        return self._fingerprint
+
+    def _content_digest(self) -> str:
+        if self.n_rows != self.total_rows:
+            raise IndexIntegrityError(
+                f"{self.source}: {self.n_rows} of {self.total_rows} rows are loaded and no fingerprint is recorded; load the whole index to fingerprint it"
+            )
+        digest = hashlib.sha256()
+        header = {
+            "embedder": getattr(self.embedder, "fingerprint", None),
+            "dim": int(self.dim),
+            "image_shape": list(self.image_shape) if self.image_shape is not None else None,
+            "item_ids": list(self.item_ids),
+            "patient_ids": list(self.patient_ids),
+            "rows": [int(s.n_rows) for s in self.shards],
+        }
+        digest.update(json.dumps(header, sort_keys=True).encode())
+        for shard in self.shards:
+            for start in range(0, shard.n_rows, HASH_ROWS):
+                digest.update(np.ascontiguousarray(shard.vectors[start : start + HASH_ROWS], np.float32).tobytes())
+            digest.update(np.ascontiguousarray(shard.row_item, np.int64).tobytes())
+        return digest.hexdigest()
 
     def __repr__(self) -> str:
         return (
@@ -311,11 +361,15 @@ class ReferenceIndex(ItemQueries):
 
     # -- persistence -------------------------------------------------------------------------------
 
-    def save(self, directory: str | Path) -> Path:
-        """Write the index to ``directory`` atomically (see :mod:`monai_pso.index.storage`)."""
+    def save(self, directory: str | Path, keep_ledger: bool = False) -> Path:
+        """Write the index to ``directory`` atomically (see :mod:`monai_pso.index.storage`).
+
+        An index folder there that holds a release ledger is replaced only with ``keep_ledger=True``,
+        which carries the ledger into the new index.
+        """
         from monai_pso.index.storage import write_index
 
-        return write_index(self, directory)
+        return write_index(self, directory, keep_ledger=keep_ledger)
 
     @classmethod
     def load(

@@ -4,16 +4,22 @@ Layout::
 
     index/
       manifest.json           format, embedder (name, fingerprint, settings), metric, dim, counts,
-                              image shape, source, created, package version, shards, sha256 of every file
+                              image shape, source, content fingerprint, created, package version, shards,
+                              sha256 of every file
       items.json              {"item_ids": [...], "patient_ids": [...]}
       shard-00000/            vectors.npy row_id.npy row_item.npy norms.npy centroids.npy offsets.npy
                               member_dist.npy   (see monai_pso.index.shard.SHARD_ARRAYS)
       shard-00001/ ...
+      ledger.jsonl, ledger.head.json   the release ledger, when releases were recorded (monai_pso.audit.ledger)
 
 Writing is atomic: everything goes to a temporary folder beside the target, which is then renamed into
 place (an existing index is swapped out and removed only afterwards), so readers never see half an index.
-Reading verifies the sha256 of every file it uses (:class:`IndexIntegrityError` naming the file) and,
-given an embedder, its fingerprint (:class:`FingerprintMismatchError` naming both).
+An existing index folder that holds a release ledger is not replaced unless ``keep_ledger=True``, which
+carries the ledger into the new index (the ledger lock is held meanwhile, so no append is lost): the
+record of what was released from these patients is never dropped by a rebuild.
+Reading verifies the sha256 of every file it uses (:class:`IndexIntegrityError` naming the file), the
+content fingerprint of a whole index against the one recorded at save and, given an embedder, its
+fingerprint (:class:`FingerprintMismatchError` naming both).
 
 Examples
 --------
@@ -35,14 +41,14 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
-import uuid
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from monai_pso.errors import FingerprintMismatchError, IndexIntegrityError
 from monai_pso.index.shard import SHARD_ARRAYS, Shard
+from monai_pso.io import read_json, sha256_file, staged_folder, write_json_atomically
 
 if TYPE_CHECKING:
     from monai_pso.embed.base import Embedder
@@ -60,25 +66,9 @@ def shard_folder(number: int) -> str:
     return f"shard-{number:05d}"
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes (read in 4 MiB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _manifest_digest(manifest: dict[str, Any]) -> str:
     body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    with open(path, "w") as handle:
-        json.dump(payload, handle, indent=1)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def _manifest(index: "ReferenceIndex", files: dict[str, str]) -> dict[str, Any]:
@@ -100,6 +90,7 @@ def _manifest(index: "ReferenceIndex", files: dict[str, str]) -> dict[str, Any]:
         "image_shape": list(index.image_shape) if index.image_shape is not None else None,
         "embedder": index.embedder.to_dict() if index.embedder is not None else None,
         "source": index.source,
+        "fingerprint": index.fingerprint,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "package_version": __version__,
         "shards": [
@@ -118,53 +109,44 @@ def _fsync_files(paths: list[Path]) -> None:
             os.fsync(handle.fileno())
 
 
-def _replace(target: Path, staged: Path) -> None:
-    """Rename ``staged`` to ``target``; an existing index at ``target`` is swapped out, then removed."""
-    if not target.exists():
-        os.rename(staged, target)
-        return
-    if not (target / MANIFEST_NAME).is_file() and any(target.iterdir()):
-        raise IndexIntegrityError(f"{target}: exists and is not a reference index; refusing to replace it")
-    retired = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-    os.rename(target, retired)
-    os.rename(staged, target)
-    shutil.rmtree(retired, ignore_errors=True)
-
-
-def write_index(index: "ReferenceIndex", directory: str | Path) -> Path:
+def write_index(index: "ReferenceIndex", directory: str | Path, keep_ledger: bool = False) -> Path:
     """Write ``index`` to ``directory`` atomically; returns the folder.
 
-    Refuses a partial index (a subset of shards, as loaded by one process of a distributed group).
+    Refuses a partial index (a subset of shards, as loaded by one process of a distributed group), a
+    folder that is not an index, and an index folder holding a release ledger unless ``keep_ledger``
+    (then the ledger files are copied into the new index under the ledger lock).
     """
+    from monai_pso.audit.ledger import ledger_files, ledger_lock  # the audit's ledger lives beside the index
+
     target = Path(directory).expanduser().absolute()
     if index.n_rows != index.total_rows:
         raise IndexIntegrityError(f"{target}: only {index.n_rows} of {index.total_rows} rows are loaded; cannot save a partial index")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
+    if target.exists() and not (target / MANIFEST_NAME).is_file() and (not target.is_dir() or any(target.iterdir())):
+        raise IndexIntegrityError(f"{target}: exists and is not a reference index; refusing to replace it")
+    ledger = ledger_files(target)
+    if ledger and not keep_ledger:
+        raise IndexIntegrityError(
+            f"{target}: holds the release ledger of this index ({', '.join(ledger)}), which replacing the index would delete; "
+            "pass keep_ledger=True (monai-pso index build --keep-ledger) to carry it into the new index, or save the index elsewhere"
+        )
+    with ledger_lock(target) if ledger else nullcontext(), staged_folder(target) as staged:
         written = [staged / ITEMS_NAME]
-        _write_json(written[0], {"item_ids": index.item_ids, "patient_ids": index.patient_ids})
+        write_json_atomically(written[0], {"item_ids": index.item_ids, "patient_ids": index.patient_ids}, indent=1)
         for number, shard in enumerate(index.shards):
             written += shard.save(staged / shard_folder(number))
         _fsync_files(written)
         files = {path.relative_to(staged).as_posix(): sha256_file(path) for path in written}
-        _write_json(staged / MANIFEST_NAME, _manifest(index, files))
-        _replace(target, staged)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
+        write_json_atomically(staged / MANIFEST_NAME, _manifest(index, files), fsync=True, indent=1, sort_keys=False)
+        for name in ledger:
+            shutil.copy2(target / name, staged / name)
+        _fsync_files([staged / name for name in ledger])
     return target
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:
     """The manifest of the index in ``directory``, checked for format and self-consistency."""
     path = Path(directory) / MANIFEST_NAME
-    if not path.is_file():
-        raise IndexIntegrityError(f"{path}: missing (not a reference index folder, or an incomplete one)")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise IndexIntegrityError(f"{path}: cannot be read ({error})") from None
+    manifest = read_json(path, IndexIntegrityError, "index manifest", missing="missing (not a reference index folder, or an incomplete one)")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise IndexIntegrityError(f"{path}: not a monai-pso reference index manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
@@ -217,7 +199,7 @@ def read_index(
     numbers = range(len(entries)) if shards is None else sorted(set(int(n) for n in shards))
     if any(not 0 <= n < len(entries) for n in numbers):
         raise IndexIntegrityError(f"{folder}: holds {len(entries)} shards, asked for {list(numbers)}")
-    items = json.loads(_verify(folder, manifest, ITEMS_NAME).read_text())
+    items = read_json(_verify(folder, manifest, ITEMS_NAME), IndexIntegrityError, "index items")
     loaded = []
     for number in numbers:
         entry = entries[number]
@@ -228,7 +210,9 @@ def read_index(
             raise IndexIntegrityError(f"{folder / entry['name']}: {shard.n_rows} rows of dimension {shard.dim}, manifest says {entry['rows']} of {manifest['dim']}")
         loaded.append(shard)
     info = manifest.get("embedder")
-    return ReferenceIndex(
+    whole = len(loaded) == len(entries)
+    recorded = manifest.get("fingerprint")  # absent from indexes saved before it was recorded: then computed when asked
+    index = ReferenceIndex(
         loaded,
         items["item_ids"],
         items["patient_ids"],
@@ -238,4 +222,8 @@ def read_index(
         backend=backend,
         total_rows=manifest["counts"]["rows"],
         manifest=manifest,
+        fingerprint=None if whole else recorded,
     )
+    if whole and recorded is not None and index.fingerprint != recorded:
+        raise IndexIntegrityError(f"{folder / MANIFEST_NAME}: the index's content has fingerprint {index.fingerprint[:16]}, the manifest records {recorded[:16]}")
+    return index

@@ -17,9 +17,7 @@ Examples
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Stu
 from tqdm import tqdm
 
 from monai_pso.errors import PacsError
+from monai_pso.io import write_atomically
 from monai_pso.pacs.connection import PacsNode, associate, check_status
 from monai_pso.pacs.query import PENDING, find, query_identifier
 
@@ -143,25 +142,14 @@ def _store_handler(out_dir: Path, written: list[Path]):
         folder = out_dir / _safe_name(ds.get("PatientID", "")) / _safe_name(ds.get("StudyInstanceUID", ""))
         target = folder / f"{_safe_name(event.request.AffectedSOPInstanceUID)}.dcm"
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            _write_atomic(target, event.encoded_dataset())
+            encoded = event.encoded_dataset()
+            write_atomically(target, lambda stream: stream.write(encoded))  # creates the folder
         except OSError:
             return 0xA700  # out of resources: the PACS counts the instance as failed
         written.append(target)
         return 0x0000
 
     return handle_store
-
-
-def _write_atomic(target: Path, content: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(content)
-        os.replace(temporary, target)
-    except OSError:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _safe_name(value: object) -> str:

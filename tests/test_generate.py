@@ -1,0 +1,272 @@
+"""Guarded generation against the real default guard (two checks), the ``generate`` CLI, the bundle's
+``inference.json`` through ``monai.bundle.run``, the diversity-aware scheme, and the release ledger.
+
+The generator is a tiny untrained latent diffusion model at 16 x 16 (its images are far from the
+phantom); copies are planted by wrapping its sampler so that chosen draws come back as training images.
+Every released file is read back from disk and its distance recomputed by an independent float64 brute
+force (``guard_support.brute_force_released``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from guard_support import brute_force_released, one_thread  # noqa: F401 (one_thread: autouse fixture)
+from monai.bundle import run
+from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
+from monai.networks.schedulers import DDIMScheduler
+from PIL import Image
+
+from monai_pso.audit.ledger import verify_ledger
+from monai_pso.cli.demo import configure_bundle
+from monai_pso.cli.main import main
+from monai_pso.data import load_image, load_source
+from monai_pso.engines import (
+    GenerationWorkflow,
+    GuidanceSchedule,
+    LatentDiffusionSampler,
+    ReleaseWriter,
+    derive_seed,
+    diversity_requests,
+    generation_requests,
+    guard_paths,
+    pooled_features,
+    privacy_guard,
+)
+from monai_pso.guard import build_default_guard
+
+SOURCE = "phantom:2d?patients=10&acquisitions=3&size=16&seed=3"
+BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
+TINY_BUNDLE = {
+    "dataset_source": SOURCE, "image_size": [16, 16], "batch_size": 4, "epoch_length": 2, "max_epochs": 1, "diffusion_max_epochs": 1,
+    "adversarial_warmup_epochs": 1, "ae_channels": [4, 4], "latent_channels": 2, "ae_num_res_blocks": 1, "norm_num_groups": 4,
+    "disc_channels": 4, "disc_layers": 1, "unet_channels": [8, 8], "unet_attention_levels": [False, True], "unet_num_head_channels": [0, 8],
+    "unet_num_res_blocks": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def guard(tmp_path_factory):
+    """The default two-check guard of the phantom's train split, saved as a bundle's ``privacy`` folder."""
+    folder = tmp_path_factory.mktemp("privacy")
+    checker = build_default_guard(SOURCE, split="val", out_dir=folder, progress=False, n_bootstrap=200)
+    training = np.stack([load_image(r) for r in load_source(SOURCE).split("train")])
+    return folder, checker, training
+
+
+def tiny_sampler(context_dim: int | None = None) -> LatentDiffusionSampler:
+    """An untrained LDM at 16 x 16 (latents 2 x 8 x 8), context-conditioned when ``context_dim`` is given."""
+    torch.manual_seed(0)
+    autoencoder = AutoencoderKL(2, 1, 1, channels=(8, 8), latent_channels=2, num_res_blocks=1, norm_num_groups=4,
+                                attention_levels=(False, False), with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False)
+    conditioning = {"with_conditioning": True, "cross_attention_dim": context_dim} if context_dim else {}
+    unet = DiffusionModelUNet(2, 2, 2, channels=(8, 8), attention_levels=(False, True), num_head_channels=(0, 8),
+                              num_res_blocks=1, norm_num_groups=4, **conditioning)
+    from monai_pso.engines import Conditioning
+
+    return LatentDiffusionSampler(autoencoder, unet, DDIMScheduler(100), 1.0, (2, 8, 8), num_inference_steps=2,
+                                  conditioning=Conditioning("context", "features") if context_dim else None)
+
+
+class PlantingSampler:
+    """Wraps a sampler: a draw for which ``plant(seed, guidance)`` gives an image returns that image instead."""
+
+    def __init__(self, sampler: LatentDiffusionSampler, plant: Callable[[int, float], np.ndarray | None]) -> None:
+        self.sampler, self.plant, self.device = sampler, plant, sampler.device
+
+    def __call__(self, seeds, condition=None, guidance_scale=None) -> torch.Tensor:
+        images = self.sampler(seeds, condition, guidance_scale)
+        for i, seed in enumerate(seeds):
+            copy = self.plant(int(seed), float(guidance_scale))
+            if copy is not None:
+                images[i] = torch.as_tensor(copy)
+        return images
+
+
+def released_images(release: Path) -> tuple[list[str], np.ndarray]:
+    """The released files of a release, read back from disk: item ids and images ``(N, 1, H, W)`` in [0, 1]."""
+    manifest = json.loads((release / "manifest.json").read_text())
+    ids = [f["item"] for f in manifest["files"]]
+    images = [np.asarray(Image.open(release / f["path"]), np.float32)[None] / 255.0 for f in manifest["files"]]
+    return ids, np.stack(images) if images else np.zeros((0, 1, 16, 16), np.float32)
+
+
+def assert_certified(release: Path, checker, training: np.ndarray) -> None:
+    """Every released file lies at least tau from every training image in every check (float64 brute force)."""
+    ids, images = released_images(release)
+    assert len(ids) == json.loads((release / "manifest.json").read_text())["n_released"]
+    assert sorted(p.relative_to(release).as_posix() for p in (release / "images").iterdir()) == sorted(f"images/{i}.png" for i in ids)
+    if not ids:
+        return
+    passed, distances = brute_force_released(checker, training, images)
+    for check in checker.checks:
+        assert (distances[check.name] >= check.tau).all(), (check.name, distances[check.name].min(), check.tau)
+    assert passed.all()
+
+
+def audit_rows(release: Path) -> dict[str, list[dict]]:
+    rows: dict[str, list[dict]] = {}
+    with (release / "audit.csv").open(newline="") as stream:
+        for row in csv.DictReader(stream):
+            rows.setdefault(row["sample_id"], []).append(row)
+    return rows
+
+
+def test_planted_copies_never_reach_the_release(guard, tmp_path):
+    folder, checker, training = guard
+    schedule = GuidanceSchedule(attempts_per_level=3)  # 3 draws per request: the first and 2 redraws
+    copies = {1: training[0], 3: training[5][:, :, ::-1].copy()}  # first draw of requests 1 and 3: a copy and a mirror image
+    stubborn = {derive_seed(5, a) for a in range(schedule.total_attempts)}  # request 5: a copy at every draw
+    sampler = PlantingSampler(tiny_sampler(), lambda seed, _: copies.get(seed, training[2] if seed in stubborn else None))
+    workflow = GenerationWorkflow(sampler, generation_requests(8), batch_size=4, schedule=schedule)
+    writer = ReleaseWriter(tmp_path / "release", "png", ledger_dir=folder / "pixel" / "index")
+    guard_handler = privacy_guard(*guard_paths(folder), workflow, writer.staging_dir, fmt="png", salt_file=writer.salt_file)
+    guard_handler.attach(workflow)
+    writer.attach(workflow)
+    workflow.run()
+
+    release = tmp_path / "release"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["release", "release.salt"]  # no staging folder left
+    assert {"audit.csv", "summary.json", "distances.png", "manifest.json", "images"} <= {p.name for p in release.iterdir()}
+    assert_certified(release, checker, training)
+    summary = json.loads((release / "summary.json").read_text())
+    counts, rows = summary["counts"], audit_rows(release)
+    assert set(summary["checks"]) == {"pixel", "pixel-tiles"}
+    assert summary["dropped"] == ["synthetic-00005"] and counts["dropped"] == 1
+    assert [r["decision"] for r in rows["synthetic-00005"]] == ["rejected", "rejected", "dropped"]  # bounded: 3 draws
+    assert all(len(r) <= schedule.total_attempts for r in rows.values())
+    for planted in ("synthetic-00001", "synthetic-00003"):
+        assert rows[planted][0]["decision"] == "rejected" and float(rows[planted][0]["nn_distance"]) < float(rows[planted][0]["threshold"])
+    assert counts["first_attempt_rejected"] >= 3 and counts["regenerated"] == sum(r["decision"] == "rejected" for v in rows.values() for r in v)
+    manifest = json.loads((release / "manifest.json").read_text())
+    released = {item["item_id"]: item for item in manifest["items"]}
+    assert counts["released"] == len(released) == 8 - counts["dropped"] and "synthetic-00005" not in released
+    assert all(released[i]["attempt"] >= 1 for i in ("synthetic-00001", "synthetic-00003") if i in released)
+    assert manifest["index_fingerprint"] == checker.checks[0].index_fingerprint and manifest["threshold"] == checker.checks[0].tau
+    entries = verify_ledger(folder / "pixel" / "index")
+    assert entries[-1].command == "generate" and entries[-1].release_path == str(release.resolve())
+    print(f"\nrequested 8: released {counts['released']}, redrawn {counts['regenerated']}, dropped {counts['dropped']}, "
+          f"rejection rate {summary['rejection_rate']:.0%}, tau {checker.taus}")
+
+
+def test_a_failed_run_releases_nothing(guard, tmp_path):
+    folder, checker, training = guard
+    workflow = GenerationWorkflow(PlantingSampler(tiny_sampler(), lambda seed, _: np.full((1, 16, 16), np.nan) if seed == 6 else None),
+                                  generation_requests(8), batch_size=4)
+    writer = ReleaseWriter(tmp_path / "release", "png")
+    privacy_guard(*guard_paths(folder), workflow, writer.staging_dir, fmt="png", salt_file=writer.salt_file).attach(workflow)
+    writer.attach(workflow)
+    with pytest.raises(Exception, match="NaN"):
+        workflow.run()  # the first batch passed; the second holds a NaN image
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_diversity_scheme_lowers_guidance_before_dropping(guard, tmp_path):
+    folder, checker, training = guard
+    datalist = [{"item_id": r.item_id, "image": load_image(r)} for r in load_source(SOURCE).split("train")][:4]
+    requests = diversity_requests(datalist, seed=10, guidance_scale=3.0, transform=lambda d: dict(d, features=pooled_features(d["image"])))
+    schedule = GuidanceSchedule(start=3.0, floor=1.0, step=1.0, attempts_per_level=1)
+    sources = {r["seed"]: d["image"] for r, d in zip(requests, datalist)}
+    # memorisation at high guidance: above the floor, the draw of every other request is its own training image
+    plant = lambda seed, scale: next((image for s, image in sources.items() if (s - 10) % 2 == 0 and scale > 1.0 and seed in
+                                      {derive_seed(s, a) for a in range(schedule.total_attempts)}), None)  # noqa: E731
+    workflow = GenerationWorkflow(PlantingSampler(tiny_sampler(context_dim=16), plant), requests, batch_size=4, schedule=schedule)
+    writer = ReleaseWriter(tmp_path / "release", "png", ledger_dir=None)
+    privacy_guard(*guard_paths(folder), workflow, writer.staging_dir, fmt="png").attach(workflow)
+    writer.attach(workflow)
+    workflow.run()
+
+    release = tmp_path / "release"
+    assert_certified(release, checker, training)
+    items = {i["item_id"]: i for i in json.loads((release / "manifest.json").read_text())["items"]}
+    assert {i["source_item"] for i in items.values()} <= {d["item_id"] for d in datalist}
+    for k, request in enumerate(requests):
+        rows = audit_rows(release)[request["item_id"]]
+        if k % 2 == 0:  # copies at 3.0 and 2.0, released at the floor (or dropped there)
+            assert [r["decision"] for r in rows[:2]] == ["rejected", "rejected"] and len(rows) == 3
+            assert request["item_id"] not in items or items[request["item_id"]]["guidance_scale"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def trained_bundles(tmp_path_factory, guard):
+    """The ldm_2d bundle trained at tiny size, plain and with configs/diversity.json, each with the guard in privacy/."""
+    folder, _, _ = guard
+    bundles = {}
+    for name, extra in (("plain", []), ("diversity", ["diversity"])):
+        root = tmp_path_factory.mktemp(name) / "ldm_2d"
+        shutil.copytree(BUNDLES / "ldm_2d", root)
+        configure_bundle(root, TINY_BUNDLE)  # as the demo does: later runs rebuild the tiny networks
+        files = [str(root / "configs" / f"{c}.json") for c in ("train_autoencoder", "train_diffusion", *extra)]
+        run(config_file=files[:1])
+        run(config_file=files)
+        shutil.copytree(folder, root / "privacy", ignore=shutil.ignore_patterns("ledger*"))
+        bundles[name] = root
+    return bundles
+
+
+def _invoke(*args) -> str:
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_generate_cli_and_gate_share_the_ledger_and_the_cumulative_audit_reads_it(trained_bundles, guard, tmp_path):
+    _, checker, training = guard
+    bundle = trained_bundles["plain"]
+    index = bundle / "privacy" / "pixel" / "index"
+    output = _invoke("generate", "--bundle", bundle, "--n", 4, "--out", tmp_path / "generated", "--steps", 2)
+    assert "released" in output and "tau: pixel" in output and str(tmp_path / "generated" / "audit.csv") in output
+    assert_certified(tmp_path / "generated", checker, training)
+    assert (tmp_path / "generated.salt").is_file()
+
+    candidates = "phantom:2d?patients=4&acquisitions=1&size=16&seed=77"
+    output = _invoke("gate", candidates, "--out", tmp_path / "gated",
+                     "--index", index, "--threshold", bundle / "privacy" / "pixel" / "threshold.json",
+                     "--index", bundle / "privacy" / "pixel-tiles" / "index", "--threshold", bundle / "privacy" / "pixel-tiles" / "threshold.json")
+    assert "ledger:  entry 2" in output
+    entries = verify_ledger(index)
+    assert [(e.seq, e.command) for e in entries] == [(1, "generate"), (2, "gate")]
+    assert [e.release_path for e in entries] == [str((tmp_path / "generated").resolve()), str((tmp_path / "gated").resolve())]
+    assert not (bundle / "privacy" / "pixel-tiles" / "index" / "ledger.jsonl").exists()  # the primary index keeps the ledger
+
+    output = _invoke("audit", "--cumulative", "--index", index, "--holdout", SOURCE, "--control", SOURCE, "--out", tmp_path / "audit", "--bootstrap", 100)
+    report = json.loads((tmp_path / "audit" / "report.json").read_text())
+    assert [e["seq"] for e in report["ledger_entries"]] == [1, 2] and report["conclusion"] in output
+
+
+def test_bundle_inference_config_runs_through_monai_bundle_run(trained_bundles, guard, tmp_path, monkeypatch):
+    _, checker, training = guard
+    bundle = trained_bundles["plain"]
+    monkeypatch.chdir(tmp_path)  # bundle_root comes from the config location
+    files = [str(bundle / "configs" / f"{c}.json") for c in ("train_autoencoder", "train_diffusion", "inference")]
+    run(config_file=files, n=3, num_inference_steps=2, output_dir=str(tmp_path / "release"), record_in_ledger=False)
+    manifest = json.loads((tmp_path / "release" / "manifest.json").read_text())
+    assert manifest["command"] == "generate" and set(manifest["checks"]) == {"pixel", "pixel-tiles"}
+    assert set(manifest["checkpoints"]) == {"autoencoder", "diffusion"} and manifest["counts"]["generated"] == 3
+    assert_certified(tmp_path / "release", checker, training)
+
+
+def test_generate_cli_diversity_one_image_per_training_image(trained_bundles, guard, tmp_path):
+    _, checker, training = guard
+    _invoke("generate", "--bundle", trained_bundles["diversity"], "--diversity", "--n", 3, "--out", tmp_path / "release", "--steps", 2)
+    manifest = json.loads((tmp_path / "release" / "manifest.json").read_text())
+    first = [r.item_id for r in load_source(SOURCE).split("train")][:3]
+    assert manifest["counts"]["generated"] == 3 and {i["source_item"] for i in manifest["items"]} <= set(first)
+    assert all(len(i["condition"]) == 16 for i in manifest["items"])  # 4 x 4 pooled features
+    assert_certified(tmp_path / "release", checker, training)
+
+
+def test_generate_refuses_a_bundle_without_its_guard(trained_bundles, tmp_path):
+    bundle = tmp_path / "ldm_2d"
+    shutil.copytree(trained_bundles["plain"], bundle, ignore=shutil.ignore_patterns("privacy"))
+    result = CliRunner().invoke(main, ["generate", "--bundle", str(bundle), "--n", "2", "--out", str(tmp_path / "release")])
+    assert result.exit_code == 2 and "reference index not found" in result.output
+    assert not (tmp_path / "release").exists() and not (tmp_path / "release.salt").exists()

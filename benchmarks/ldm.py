@@ -16,9 +16,11 @@ guard (:func:`monai_pso.guard.build_default_guard` on a phantom of the same size
 second counted over requested images (the untrained model's images all pass, so this is the cost of
 checking, not of redrawing).
 
-Memory: on CUDA ``torch.cuda.max_memory_allocated`` of the timed steps; on CPU the peak resident-set
-growth during a few steps (sampled every 2 ms, ``benchmarks/index.py``'s ``memory``), each training
-measurement in a fresh process so that freed memory of an earlier run does not hide growth.
+Throughput: the best of ``--repeat`` runs of ``--iterations`` steps, after a first run that warms up (and
+fills the latent cache). Memory, of that first run: on CUDA ``torch.cuda.max_memory_allocated``; on CPU
+the peak resident-set growth once the networks and data are built (sampled every 2 ms,
+``benchmarks/index.py``'s ``memory``), each training measurement in a fresh process so that freed memory
+of an earlier run does not hide growth.
 
 Usage::
 
@@ -42,7 +44,10 @@ from typing import Any
 import torch
 
 from monai_pso import __version__
-from monai_pso.calibrate.files import write_json_atomic
+from monai_pso.io import write_json_atomically
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from index import memory, timed  # noqa: E402 (the index benchmark's RSS sampler and best-of-n timer)
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -129,8 +134,8 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure_training(bundle: str, loop: str, small: bool, device: torch.device, iterations: int) -> dict[str, Any]:
-    """Peak memory of the first ``iterations`` steps (which also warm up), then samples/s of as many more."""
+def measure_training(bundle: str, loop: str, small: bool, device: torch.device, iterations: int, repeat: int) -> dict[str, Any]:
+    """Peak memory of the first ``iterations`` steps (which also warm up), then samples/s: the best of ``repeat`` runs of as many more."""
     run, batch = training_runner(bundle, loop, small, device, iterations)
     result: dict[str, Any] = {"bundle": bundle, "loop": loop, "batch_size": batch, "iterations": iterations}
     if device.type == "cuda":
@@ -139,16 +144,11 @@ def measure_training(bundle: str, loop: str, small: bool, device: torch.device, 
         result["peak_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
         result["memory_metric"] = "torch.cuda.max_memory_allocated (networks included)"
     else:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from index import memory  # the RSS sampler of the index benchmark
-
         result["peak_memory_mib"] = memory(run)["rss_growth_mib"]
         result["memory_metric"] = "peak RSS growth during the first steps, networks and data already built (fresh process)"
-    synchronize(device)
-    start = time.perf_counter()
-    run()  # steady state: warm kernels and allocator, and (monai_pso) a full latent cache
-    synchronize(device)
-    result["seconds"] = time.perf_counter() - start
+    # steady state (warm kernels and allocator, and for monai_pso a full latent cache); best of `repeat`
+    result["seconds"], _ = timed(lambda: (run(), synchronize(device)), repeat)
+    result["repeat"] = repeat
     result["samples_per_s"] = batch * iterations / result["seconds"]
     return result
 
@@ -191,7 +191,7 @@ def measure_sampling(bundle: str, small: bool, device: torch.device, n: int, ste
 def run_phase(args: argparse.Namespace, phase: str) -> dict[str, Any]:
     """One measurement in a fresh process (so memory figures do not inherit an earlier run's heap)."""
     command = [sys.executable, __file__, "--phase", phase, "--device", args.device, "--threads", str(args.threads),
-               "--iterations", str(args.iterations), "--images", str(args.images), "--steps", str(args.steps)] + (["--small"] if args.small else [])
+               "--iterations", str(args.iterations), "--repeat", str(args.repeat), "--images", str(args.images), "--steps", str(args.steps)] + (["--small"] if args.small else [])
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -200,7 +200,7 @@ def phase_result(args: argparse.Namespace) -> dict[str, Any]:
     kind, bundle, *loop = args.phase.split(":")
     device = torch.device(args.device)
     if kind == "train":
-        return measure_training(bundle, loop[0], args.small, device, args.iterations)
+        return measure_training(bundle, loop[0], args.small, device, args.iterations, args.repeat)
     return measure_sampling(bundle, args.small, device, args.images, args.steps)
 
 
@@ -210,6 +210,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch / faiss CPU threads.")
     parser.add_argument("--iterations", type=int, default=20, help="Timed training steps.")
+    parser.add_argument("--repeat", type=int, default=3, help="Timed repetitions of the training steps (the best counts).")
     parser.add_argument("--images", type=int, default=16, help="Images generated per sampling measurement.")
     parser.add_argument("--steps", type=int, default=10, help="DDIM steps.")
     parser.add_argument("--bundles", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
@@ -243,7 +244,7 @@ def main() -> None:
         "training": training,
         "sampling": sampling,
     }
-    write_json_atomic(out, report)
+    write_json_atomically(out, report)
     print(f"wrote {out}")
 
 

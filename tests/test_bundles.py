@@ -13,13 +13,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from guard_support import one_thread  # noqa: F401 (autouse: one thread, the guard's small tensors run far faster)
 from monai.bundle import ConfigParser, run, verify_metadata
 
 from monai_pso.audit.ledger import verify_ledger
 from monai_pso.cli.demo import configure_bundle
 from monai_pso.engines import load_checkpoint
 from monai_pso.guard import build_default_guard
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # the guard's small tensors run far faster on one thread
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 SCHEMA = Path(__file__).resolve().parents[1] / ".." / "shared" / "schema" / "meta_schema_20240725.json"

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
-from guard_support import brute_force_released, one_thread  # noqa: F401 (one_thread: autouse fixture)
+from guard_support import brute_force_released
 from PIL import Image
 
 from monai_pso.audit.ledger import verify_ledger
 from monai_pso.cli.main import main
 from monai_pso.data import load_image, load_source
 from monai_pso.guard import PrivacyChecker
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SOURCE = "phantom:2d?patients=8&acquisitions=3&size=16&seed=1"
 TINY = {

@@ -270,3 +270,9 @@ def test_generate_refuses_a_bundle_without_its_guard(trained_bundles, tmp_path):
     result = CliRunner().invoke(main, ["generate", "--bundle", str(bundle), "--n", "2", "--out", str(tmp_path / "release")])
     assert result.exit_code == 2 and "reference index not found" in result.output
     assert not (tmp_path / "release").exists() and not (tmp_path / "release.salt").exists()
+
+
+def test_generate_refuses_checkpoints_that_do_not_fit_the_configs(trained_bundles, tmp_path):
+    result = CliRunner().invoke(main, ["generate", "--bundle", str(trained_bundles["plain"]), "--diversity", "--n", "2", "--out", str(tmp_path / "release")])
+    assert result.exit_code == 2 and "checkpoints do not fit the networks" in result.output
+    assert not (tmp_path / "release").exists() and not (tmp_path / "release.salt").exists()

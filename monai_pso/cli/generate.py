@@ -27,7 +27,7 @@ DIVERSITY_CONFIG = "diversity.json"
 
 @contextmanager
 def cpu_threads(n: int | None) -> Iterator[None]:
-    """torch and faiss limited to ``n`` threads (``None``: unchanged) while the block runs.
+    """torch, faiss and BLAS limited to ``n`` threads (``None``: unchanged) while the block runs.
 
     The guard's work is many small tensors: on a busy 2-core machine two threads make it about ten
     times slower than one (thread hand-offs dominate), and the tiny CPU networks gain little from two.
@@ -41,6 +41,7 @@ def cpu_threads(n: int | None) -> Iterator[None]:
     """
     import faiss
     import torch
+    from threadpoolctl import threadpool_limits
 
     if n is None:
         yield
@@ -49,18 +50,33 @@ def cpu_threads(n: int | None) -> Iterator[None]:
     torch.set_num_threads(n)
     faiss.omp_set_num_threads(n)
     try:
-        yield
+        with threadpool_limits(n):
+            yield
     finally:
         torch.set_num_threads(threads)
         faiss.omp_set_num_threads(faiss_threads)
 
 
-def _user_error(error: RuntimeError) -> MonaiPsoError | None:
-    """The :class:`MonaiPsoError` behind a config-evaluation error, if any (shown as one line)."""
-    cause = error.__cause__
-    while cause is not None and not isinstance(cause, MonaiPsoError):
+def _user_error(error: BaseException, bundle: Path) -> MonaiPsoError | None:
+    """The user error behind a config-evaluation error, if any, to show as one line: a
+    :class:`MonaiPsoError`, or checkpoints that do not fit the networks the bundle's configs build.
+
+    Examples
+    --------
+    >>> _user_error(RuntimeError("Error(s) in loading state_dict for DiffusionModelUNet: ..."), Path("b"))
+    MonaiPsoError('b/models: the checkpoints do not fit the networks the configs build (trained with other settings, or with or without --diversity?)')
+    """
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, MonaiPsoError):
+            return cause
+        if isinstance(cause, RuntimeError) and "Error(s) in loading state_dict" in str(cause):
+            return MonaiPsoError(
+                f"{bundle / 'models'}: the checkpoints do not fit the networks the configs build "
+                "(trained with other settings, or with or without --diversity?)"
+            )
         cause = cause.__cause__
-    return cause
+    return None
 
 
 def run_bundle_generation(bundle: str | Path, overrides: dict[str, Any], extra_configs: Sequence[str] = ()) -> Path:
@@ -99,7 +115,7 @@ def run_bundle_generation(bundle: str | Path, overrides: dict[str, Any], extra_c
         for index in range(len(parser["run"])):
             parser.get_parsed_content(f"run#{index}")
     except RuntimeError as error:  # ConfigExpression wraps user errors; show them as one line
-        cause = _user_error(error)
+        cause = _user_error(error, root)
         if cause is None:
             raise
         raise cause from None
@@ -114,13 +130,12 @@ def release_report(release: Path) -> list[str]:
     >>> release_report(Path("no/such/release"))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    monai_pso.errors.MonaiPsoError: no/such/release/manifest.json: ...
+    monai_pso.errors.DataSourceError: no/such/release/manifest.json: the release manifest not found
     """
-    try:
-        manifest = json.loads((release / "manifest.json").read_text())
-        summary = json.loads((release / "summary.json").read_text())
-    except (OSError, ValueError) as error:
-        raise MonaiPsoError(f"{release / 'manifest.json'}: cannot read the release ({error})") from None
+    from monai_pso.io import read_json
+
+    manifest = read_json(release / "manifest.json", what="the release manifest")
+    summary = read_json(release / "summary.json", what="the guard summary")
     counts = summary["counts"]
     taus = ", ".join(f"{name} {check['tau']:.4g}" for name, check in summary["checks"].items())
     return [

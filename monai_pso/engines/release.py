@@ -37,6 +37,7 @@ from monai.utils.enums import CommonKeys as Keys
 from monai_pso import __version__
 from monai_pso.engines.writers import FORMATS, write_image
 from monai_pso.errors import MonaiPsoError
+from monai_pso.io import sha256_file, write_json_atomically
 
 #: Request fields copied into the manifest for each released image.
 ITEM_FIELDS = ("item_id", "seed", "guidance_scale", "attempt", "source_item", "condition")
@@ -157,7 +158,6 @@ class ReleaseWriter:
     def write_output(self, engine: Engine) -> None:
         """Write the images the guard released in this iteration."""
         from monai_pso.guard.release import release_name
-        from monai_pso.index.storage import sha256_file
 
         for item in engine.state.output or []:
             if self.require_guard and item.get("privacy_released") is not True:
@@ -195,10 +195,8 @@ class ReleaseWriter:
 
     def finish(self, engine: Engine) -> None:
         """Write ``manifest.json``, move the staged release to ``output_dir`` and record it in the ledger."""
-        from monai_pso.calibrate.files import write_json_atomic
-
         manifest = self.build_manifest(engine)
-        write_json_atomic(self.staging_dir / "manifest.json", manifest)
+        write_json_atomically(self.staging_dir / "manifest.json", manifest)
         if self.output_dir.exists():
             self.output_dir.rmdir()  # empty, checked at construction
         os.replace(self.staging_dir, self.output_dir)
@@ -258,8 +256,6 @@ def release_manifest(checkpoints: dict[str, str | Path], seed: int, **extra: Any
     >>> release_manifest({"diffusion": path}, seed=3)["checkpoints"]["diffusion"]["sha256"][:8]
     '2d711642'
     """
-    from monai_pso.index.storage import sha256_file
-
     return {
         "seed": int(seed),
         "checkpoints": {name: {"path": str(path), "sha256": sha256_file(Path(path))} for name, path in checkpoints.items()},

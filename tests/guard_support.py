@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
-import pytest
 import torch
 from scipy import ndimage
 
 from monai_pso.data import DataSource, load_image
 from monai_pso.guard.checker import PrivacyChecker
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread(one_thread: None) -> Iterator[None]:
-    """conftest's ``one_thread`` for every test of a module that imports this (tests/test_generate.py does;
-    the other modules mark themselves with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
-    yield
 
 
 def planted_copies(image: np.ndarray, other: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:

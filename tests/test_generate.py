@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from guard_support import brute_force_released, one_thread  # noqa: F401 (one_thread: autouse fixture)
+from guard_support import brute_force_released
 from monai.bundle import run
 from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
 from monai.networks.schedulers import DDIMScheduler
@@ -42,6 +42,8 @@ from monai_pso.engines import (
     privacy_guard,
 )
 from monai_pso.guard import build_default_guard
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SOURCE = "phantom:2d?patients=10&acquisitions=3&size=16&seed=3"
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from monai_pso import __version__
 from monai_pso.calibrate.distances import record_batches
-from monai_pso.calibrate.files import write_json_atomic
+from monai_pso.io import write_json_atomically
 from monai_pso.index.storage import sha256_file
 from monai_pso.data import DataSource, ImageRecord, load_source
 from monai_pso.errors import DataSourceError, ImageValueError, MonaiPsoError
@@ -195,10 +195,10 @@ def _gate_into(source: DataSource, checker: PrivacyChecker, staging: Path, fmt: 
             bar.update(len(records))
     joined = {name: np.concatenate(parts) for name, parts in distances.items()}
     summary = _summary(source, checker, counts, joined, release_id)
-    write_json_atomic(staging / "summary.json", summary)
+    write_json_atomically(staging / "summary.json", summary)
     panels = {c.name: (joined[c.name], joined[c.name] >= c.tau, c.tau) for c in checker.checks}
     plot_distances(staging / "distances.png", panels, f"{counts['released']} of {counts['candidates']} candidates released")
-    write_json_atomic(staging / "manifest.json", _manifest(source, checker, counts, files, release_id, fmt))
+    write_json_atomically(staging / "manifest.json", _manifest(source, checker, counts, files, release_id, fmt))
     return ReleaseReport(staging, counts, summary)
 
 

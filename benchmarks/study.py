@@ -5,12 +5,14 @@ super-resolution 2x and 4x on IXI T1 axial slices; denoising on CT slices of Adr
 Targets: synthetic-trained AUROC within 1 point of real-trained; synthetic-trained PSNR/SSIM not
 significantly worse (one-sided p > 0.05); zero guard violations.
 
-Each experiment needs a guarded synthetic release (``--release NAME=DIR``, made with the generation
-workflow from the experiment's train split). Without one, the experiment is reported as skipped, or,
-with ``--stand-in``, run with real images of unused patients in place of synthetic ones (labelled so:
-this tests the pipeline, not synthetic data).
+Each experiment trains its own generator on its train split (:class:`GeneratedSynthetic`: the small
+``ldm_2d`` / ``ldm_3d`` networks, class-conditional for classification), calibrates the guard on the
+holdout and generates one guarded image per training image; ``--release NAME=DIR`` uses a finished
+release instead, and ``--stand-in`` real images of unused patients (labelled so: this tests the
+pipeline, not synthetic data). Work folders (generators, releases, reports) go to ``--work``; the
+figures of each finished experiment are merged into ``--out/study_cpu.json`` as it ends.
 
-Usage: ``python benchmarks/study.py [--steps 300] [--limit 400] [--release breastmnist=DIR ...] [--stand-in]``
+Usage: ``python benchmarks/study.py [--steps 300] [--limit 400] [--only breastmnist ...] [--work DIR]``
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from monai_pso.data import DataSource, ImageRecord, load_image, load_source
+from monai_pso.data import DataSource, load_image, load_source
 from monai_pso.downstream.study import StudyConfig, run_study
-from monai_pso.downstream.synthetic import ReleaseSynthetic, StandInSynthetic
+from monai_pso.downstream.synthetic import DEFAULT_LDM_STEPS, GeneratedSynthetic, ReleaseSynthetic, StandInSynthetic
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 MEDMNIST = SHARED / "medmnist"
@@ -36,8 +38,8 @@ EXPERIMENTS = {
     "pneumoniamnist": ("classification", f"{MEDMNIST}/pneumoniamnist_balanced_subset.npz", {"spatial_dims": 2}),
     "breastmnist": ("classification", f"{MEDMNIST}/breastmnist.npz", {"spatial_dims": 2}),
     "adrenalmnist3d": ("classification", f"{MEDMNIST}/adrenalmnist3d.npz", {"spatial_dims": 3}),
-    "ixi_sr2": ("super_resolution", "ixi", {"spatial_dims": 2, "factor": 2, "image_size": 96}),
-    "ixi_sr4": ("super_resolution", "ixi", {"spatial_dims": 2, "factor": 4, "image_size": 96}),
+    "ixi_sr2": ("super_resolution", "ixi", {"spatial_dims": 2, "factor": 2}),
+    "ixi_sr4": ("super_resolution", "ixi", {"spatial_dims": 2, "factor": 4}),
     "ct_denoise": ("denoising", "ct", {"spatial_dims": 2, "dose": 0.1, "counts": 1000.0}),
 }
 
@@ -52,24 +54,54 @@ def _subset(source: DataSource, limit: int, seed: int = 0) -> DataSource:
     return DataSource([r for r in source if r.patient_id in keep], f"{source.description} [subset {limit}]")
 
 
-def _slices(source: DataSource, count: int, axis: int) -> DataSource:
-    """``count`` central slices along ``axis`` of every volume, as in-memory 2D records of the same patient."""
+def _slices(source: DataSource, count: int, axis: int, size: int) -> DataSource:
+    """``count`` slices around the middle along ``axis`` of every volume, resized to ``size`` x ``size`` (area),
+    as in-memory 2D records of the same patient (so the guard's same-patient distances see them)."""
+    import torch
+    import torch.nn.functional as F
+
     records = []
     for record in source:
         volume = load_image(record)[0]
         middle = volume.shape[axis] // 2
         for offset in range(-(count // 2), count - count // 2):
-            image = np.take(volume, middle + offset * 2, axis=axis)[None]
-            records.append(replace(record, item_id=f"{record.item_id}-s{offset}", image=image.astype(np.float32), normalize="none", spacing=None))
-    return DataSource(records, f"{source.description} [{count} slices, axis {axis}]")
+            image = torch.as_tensor(np.take(volume, middle + offset * 2, axis=axis)[None, None].copy())
+            image = F.interpolate(image, size=(size, size), mode="area")[0].numpy().astype(np.float32)
+            records.append(replace(record, item_id=f"{record.item_id}-s{offset}", image=image, normalize="none", spacing=None))
+    return DataSource(records, f"{source.description} [{count} slices, axis {axis}, {size}x{size}]")
 
 
 def _data(where: str, limit: int) -> DataSource:
     if where == "ixi":
-        return _slices(_subset(load_source(f"{SHARED}/ixi_t1_2mm/t1?modality=mri"), limit // 4), 4, axis=2)
+        return _slices(_subset(load_source(f"{SHARED}/ixi_t1_2mm/t1?modality=mri"), limit // 4), 4, axis=2, size=64)
     if where == "ct":
-        return _slices(_subset(load_source(f"{MEDMNIST}/adrenalmnist3d_64.npz"), limit // 4), 4, axis=2)
+        return _slices(_subset(load_source(f"{MEDMNIST}/adrenalmnist3d_64.npz"), limit // 4), 4, axis=2, size=64)
     return _subset(load_source(where), limit)
+
+
+def _provider(name: str, task: str, where: str, data: DataSource, args: argparse.Namespace):
+    if name in args.releases:
+        return ReleaseSynthetic(args.releases[name])
+    if args.stand_in:
+        spare = _data(where, args.limit * 2)
+        used = set(data.patients())
+        spare_records = [r for r in spare if r.patient_id not in used and r.split == "train"]
+        return StandInSynthetic(DataSource(spare_records, f"{spare.description} [unused patients]"))  # type: ignore[arg-type]
+    return GeneratedSynthetic(task == "classification", args.ldm_autoencoder_steps, args.ldm_diffusion_steps, args.ldm_sampling_steps)
+
+
+def _summary(report: dict, seconds: float) -> dict:
+    guard = report["guard"]
+    return {
+        "task": report["task"],
+        "seconds": round(seconds, 1),
+        "data": report["data"],
+        "synthetic": report["synthetic"],
+        "guard": {"tau": guard["tau"], "rejection_rate": guard.get("rejection_rate"), "counts": guard.get("counts"), "violations": guard["violations"]},
+        "arms": report["arms"],
+        "comparisons": report["comparisons"],
+        "conclusions": report["conclusions"],
+    }
 
 
 def main() -> None:
@@ -80,41 +112,41 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=list(EXPERIMENTS))
     parser.add_argument("--release", nargs="*", default=[], help="NAME=RELEASE_DIR")
     parser.add_argument("--stand-in", action="store_true", help="use real images of unused patients as a stand-in (pipeline check only)")
+    parser.add_argument("--ldm-autoencoder-steps", type=int, default=DEFAULT_LDM_STEPS["autoencoder"])
+    parser.add_argument("--ldm-diffusion-steps", type=int, default=DEFAULT_LDM_STEPS["diffusion"])
+    parser.add_argument("--ldm-sampling-steps", type=int, default=25)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--work", default=str(Path(__file__).parent / "runs"), help="generators, releases and reports (not committed)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
-    releases = dict(item.split("=", 1) for item in args.release)
+    args.releases = dict(item.split("=", 1) for item in args.release)
+    torch_threads(args.threads)
     out = Path(args.out)
-    results = {"machine": platform.processor() or platform.machine(), "python": sys.version.split()[0], "steps": args.steps, "limit": args.limit, "experiments": {}}
+    out.mkdir(parents=True, exist_ok=True)
+    results_file = out / "study_cpu.json"
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {"experiments": {}}
+    results.update(machine=platform.processor() or platform.machine(), python=sys.version.split()[0], threads=args.threads)
     if not SHARED.is_dir():
         results["skipped"] = f"shared data not found at {SHARED}"
     for name in args.only if SHARED.is_dir() else []:
         task, where, options = EXPERIMENTS[name]
         data = _data(where, args.limit)
-        if name in releases:
-            provider = ReleaseSynthetic(releases[name])
-        elif args.stand_in:
-            spare = _data(where, args.limit * 2)
-            used = set(data.patients())
-            spare_records = [r for r in spare if r.patient_id not in used and r.split == "train"]
-            provider = StandInSynthetic(DataSource(spare_records, f"{spare.description} [unused patients]"))  # type: ignore[arg-type]
-        else:
-            results["experiments"][name] = {"skipped": "no guarded synthetic release given (--release NAME=DIR)"}
-            continue
+        settings = {"steps": args.steps, "batch_size": args.batch_size, "limit": args.limit, "ldm_steps": [args.ldm_autoencoder_steps, args.ldm_diffusion_steps], "ldm_sampling_steps": args.ldm_sampling_steps}
         started = time.time()
         config = StudyConfig(data, task, options, steps=args.steps, batch_size=args.batch_size)  # type: ignore[arg-type]
-        report = run_study(config, provider, out / f"study_{name}")
-        results["experiments"][name] = {
-            "task": task,
-            "seconds": round(time.time() - started, 1),
-            "stand_in": report["synthetic"]["is_stand_in"],
-            "violations": report["guard"]["violations"],
-            "arms": report["arms"],
-            "comparisons": report["comparisons"],
-            "conclusions": report["conclusions"],
-        }
-        print("\n".join(report["conclusions"]), flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "study_cpu.json").write_text(json.dumps(results, indent=2, default=str))
+        report = run_study(config, _provider(name, task, where, data, args), Path(args.work) / name)
+        results["experiments"][name] = {"settings": settings, **_summary(report, time.time() - started)}
+        results_file.write_text(json.dumps(results, indent=2, default=str))
+        print(f"[{name}]", *report["conclusions"], sep="\n", flush=True)
+
+
+def torch_threads(n: int) -> None:
+    """torch and faiss limited to ``n`` threads for the whole run."""
+    import faiss
+    import torch
+
+    torch.set_num_threads(n)
+    faiss.omp_set_num_threads(n)
 
 
 if __name__ == "__main__":

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import socket
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from ddp_support import bundle_worker, free_port
 from monai.bundle import ConfigParser, run, verify_metadata
 
 from monai_pso.audit.ledger import verify_ledger
-from monai_pso.cli.demo import configure_bundle
 from monai_pso.engines import load_checkpoint
+from monai_pso.engines.pipeline import configure_bundle
 from monai_pso.guard import build_default_guard
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # the guard's small tensors run far faster on one thread
@@ -99,18 +98,6 @@ def test_ldm_3d_guarded_generation_releases_nifti_and_records_it(tmp_path):
     assert [e.command for e in verify_ledger(root / "privacy" / "pixel" / "index")] == ["generate"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world: int, port: int, files: list[str], overrides: dict) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    run(config_file=files, **overrides)
-
-
 @pytest.mark.slow
 def test_multi_gpu_configs_run_two_processes_on_gloo(tmp_path):
     root = tmp_path / "ldm_2d"
@@ -122,7 +109,7 @@ def test_multi_gpu_configs_run_two_processes_on_gloo(tmp_path):
     assert parser["dataloader"]["sampler"] == "@sampler"  # the autoencoder override builds the same way
     files = configs(root, "train_autoencoder", "train_diffusion", "multi_gpu_train_diffusion")
     overrides.pop("epoch_length")
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), files, overrides), nprocs=2, join=True)
+    torch.multiprocessing.spawn(bundle_worker, args=(2, free_port(), files, overrides), nprocs=2, join=True)
     diffusion = load_checkpoint(root / "models" / "diffusion.pt")
     assert not any(k.startswith("module.") for k in diffusion["unet"])  # saved unwrapped from DDP
     from monai_pso.engines.bundle import datalist

@@ -94,7 +94,7 @@ def _nifti_folder(folder: Path, images: list[np.ndarray]) -> str:
 @pytest.mark.parametrize("problem", ["nan", "shape", "empty_index", "other_embedder"])
 def test_bad_input_releases_nothing(guard_dir, tmp_path, problem):
     fresh = [r.image for r in load_source("phantom:2d?patients=3&acquisitions=1&size=32&seed=8")]
-    candidates, extra = _nifti_folder(tmp_path / "cands", fresh), {}
+    candidates = _nifti_folder(tmp_path / "cands", fresh)
     if problem == "nan":
         bad = fresh[0].copy()
         bad[0, 5, 5] = np.nan

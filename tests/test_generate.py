@@ -26,7 +26,7 @@ from monai.networks.schedulers import DDIMScheduler
 from PIL import Image
 
 from monai_pso.audit.ledger import verify_ledger
-from monai_pso.cli.demo import configure_bundle
+from monai_pso.engines.pipeline import configure_bundle
 from monai_pso.cli.main import main
 from monai_pso.data import load_image, load_source
 from monai_pso.engines import (

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+from ddp_support import free_port
 
 from monai_pso.embed.base import Embedding
 from monai_pso.index import ReferenceIndex, shards_for_rank
@@ -45,12 +45,6 @@ WORKER = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_round_robin_assignment():
     assert shards_for_rank(5, 0, 2) == [0, 2, 4] and shards_for_rank(5, 1, 2) == [1, 3] and shards_for_rank(1, 1, 2) == []
 
@@ -68,7 +62,7 @@ def test_two_process_gloo_group_equals_single_process(tmp_path):
     tau = float(np.median(d1))
     np.savez(tmp_path / "inputs.npz", queries=queries, tau=tau, vectors=vectors, valid=valid)
 
-    port, script = _free_port(), tmp_path / "worker.py"
+    port, script = free_port(), tmp_path / "worker.py"
     script.write_text(WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     args = [str(folder), str(tmp_path / "inputs.npz"), str(tmp_path / "out.npz"), str(port)]

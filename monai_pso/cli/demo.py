@@ -12,9 +12,7 @@ held-out patients), and generates a guarded release, recorded in the ledger of t
 from __future__ import annotations
 
 import json
-import shutil
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,64 +20,15 @@ import click
 
 from monai_pso.errors import MonaiPsoError
 
-#: Small networks for 32x32 images on 2 CPU cores (about 4 minutes). The diffusion UNet needs about
-#: 1500 steps (500 epochs of 44 images) to draw phantom-like images; fewer give noise that the guard
-#: passes. Trained this long on 11 patients it memorises them, so most draws are rejected: 8 draws per
-#: request (``attempts_per_level``) before one is dropped.
-DEMO_OVERRIDES: dict[str, Any] = {
-    "batch_size": 16,
+#: Trained this long on 11 patients the model memorises them, so most draws are rejected: 8 draws per
+#: request (``attempts_per_level``) before one is dropped. 1500 diffusion steps (500 epochs of 44 images).
+DEMO_TRAINING: dict[str, Any] = {
     "max_epochs": 80,
     "adversarial_warmup_epochs": 50,
-    "ae_channels": [16, 32],
-    "latent_channels": 2,
-    "ae_num_res_blocks": 1,
-    "norm_num_groups": 8,
-    "disc_channels": 16,
-    "disc_layers": 2,
-    "lr": 1e-3,
-    "diffusion_lr": 1e-3,
     "diffusion_max_epochs": 500,
-    "unet_channels": [32, 64],
-    "unet_attention_levels": [False, True],
-    "unet_num_head_channels": [0, 32],
-    "unet_num_res_blocks": 1,
-    "ema_decay": 0.99,
     "attempts_per_level": 8,
+    "progress_bar": True,
 }
-
-
-def bundle_template(name: str = "ldm_2d") -> Path:
-    """The bundle shipped with the source checkout (``bundles/NAME``)."""
-    path = Path(__file__).resolve().parents[2] / "bundles" / name
-    if not (path / "configs").is_dir():
-        raise MonaiPsoError(f"{path}: bundle not found (the demo runs from a source checkout of monai-pso)")
-    return path
-
-
-def configure_bundle(bundle: str | Path, settings: dict[str, Any]) -> None:
-    """Write ``settings`` into a bundle's own config files, so that every later run of it (training,
-    ``monai-pso generate``, ``python -m monai.bundle run``) builds the same networks.
-
-    Each key is set in the last generation config that defines it (later files override earlier ones
-    when merged); a new key goes into ``train_autoencoder.json``.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> bundle = Path(tempfile.mkdtemp()) / "ldm_2d"; _ = shutil.copytree(bundle_template(), bundle)
-    >>> configure_bundle(bundle, {"ae_channels": [8, 8], "num_inference_steps": 10})
-    >>> json.loads((bundle / "configs" / "inference.json").read_text())["num_inference_steps"]
-    10
-    """
-    from monai_pso.cli.generate import GENERATION_CONFIGS
-
-    files = [Path(bundle) / "configs" / name for name in GENERATION_CONFIGS]
-    configs = {path: json.loads(path.read_text()) for path in files}
-    for key, value in settings.items():
-        target = next((path for path in reversed(files) if key in configs[path]), files[0])
-        configs[target][key] = value
-    for path, config in configs.items():
-        path.write_text(json.dumps(config, indent=4) + "\n")
 
 
 def parse_settings(settings: tuple[str, ...]) -> dict[str, Any]:
@@ -102,16 +51,6 @@ def parse_settings(settings: tuple[str, ...]) -> dict[str, Any]:
     return parsed
 
 
-def image_size_of(source: str) -> list[int]:
-    """The spatial size of the first image of ``source``: the model generates at the size the guard indexes."""
-    from monai_pso.data import load_image, load_source
-
-    records = load_source(source).split("train")
-    if not len(records):
-        raise MonaiPsoError(f"{source}: no training images")
-    return [int(s) for s in load_image(records[0]).shape[1:]]
-
-
 @click.command("demo")
 @click.option("--data", "source", default="phantom:2d?size=32", show_default=True, help="SOURCE of the training data (its val split calibrates tau).")
 @click.option("--out", "out", default="./demo-output", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
@@ -121,29 +60,23 @@ def image_size_of(source: str) -> list[int]:
 @click.option("--set", "settings", multiple=True, hidden=True, metavar="KEY=VALUE", help="Override a bundle config value (tests).")
 def demo(source: str, out: str, n: int, steps: int, threads: int, settings: tuple[str, ...]) -> None:
     """Train a small LDM, build the two-check guard, calibrate tau and release N guarded synthetic images."""
-    from monai.bundle import run
-
-    from monai_pso.cli.generate import cpu_threads, release_report, run_bundle_generation
-    from monai_pso.guard import build_default_guard
+    from monai_pso.cli.generate import cpu_threads, release_report
+    from monai_pso.engines.pipeline import SMALL_NETWORKS, build_bundle_guard, image_size_of, prepare_bundle, run_bundle_generation, train_bundle
 
     start = time.monotonic()
     out_dir = Path(out).expanduser().resolve()
     model, release = out_dir / "model", out_dir / "release"
     if release.exists() or (model / "models").exists():
         raise MonaiPsoError(f"{out_dir}: holds a previous demo; choose another --out")
-    overrides = dict(DEMO_OVERRIDES, dataset_source=source, image_size=image_size_of(source), num_inference_steps=steps)
-    overrides.update(parse_settings(settings))
-    shutil.copytree(bundle_template(), model, dirs_exist_ok=True)
-    configure_bundle(model, overrides)  # the trained bundle describes itself: `monai-pso generate --bundle OUT/model` works
-    configs = [str(model / "configs" / f) for f in ("train_autoencoder.json", "train_diffusion.json")]
-    with cpu_threads(threads), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="parsing config_file", category=UserWarning)  # our own bundle's configs
-        click.echo(f"[1/4] training the autoencoder ({overrides['max_epochs']} epochs)")
-        run(config_file=configs[:1])
-        click.echo(f"[2/4] training the latent diffusion UNet ({overrides['diffusion_max_epochs']} epochs)")
-        run(config_file=configs)
+    settings_ = dict(SMALL_NETWORKS, **DEMO_TRAINING, dataset_source=source, image_size=image_size_of(source), num_inference_steps=steps)
+    settings_.update(parse_settings(settings))
+    prepare_bundle("ldm_2d", model, settings_)  # the trained bundle describes itself: `monai-pso generate --bundle OUT/model` works
+    with cpu_threads(threads):
+        click.echo(f"[1/4] training the autoencoder ({settings_['max_epochs']} epochs)")
+        click.echo(f"[2/4] then the latent diffusion UNet ({settings_['diffusion_max_epochs']} epochs)")
+        train_bundle(model)
         click.echo("[3/4] building the guard: pixel and tile indexes of the training split, tau of each from the val split")
-        build_default_guard(source, split="val", out_dir=model / "privacy")
+        build_bundle_guard(model, source)
         click.echo(f"[4/4] generating {n} images through the guard")
         run_bundle_generation(model, {"n": n, "output_dir": str(release)})
     click.echo(f"done in {time.monotonic() - start:.0f} s")

@@ -9,20 +9,12 @@ The release is recorded in the ledger of the primary (first) check's index.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
-
-from monai_pso.errors import MonaiPsoError
-
-#: Config files of a bundle's guarded generation, merged in this order (model-zoo style).
-GENERATION_CONFIGS = ("train_autoencoder.json", "train_diffusion.json", "inference.json")
-
-#: The overlay of the diversity-aware scheme, merged last (training and generation).
-DIVERSITY_CONFIG = "diversity.json"
 
 
 @contextmanager
@@ -55,71 +47,6 @@ def cpu_threads(n: int | None) -> Iterator[None]:
     finally:
         torch.set_num_threads(threads)
         faiss.omp_set_num_threads(faiss_threads)
-
-
-def _user_error(error: BaseException, bundle: Path) -> MonaiPsoError | None:
-    """The user error behind a config-evaluation error, if any, to show as one line: a
-    :class:`MonaiPsoError`, or checkpoints that do not fit the networks the bundle's configs build.
-
-    Examples
-    --------
-    >>> _user_error(RuntimeError("Error(s) in loading state_dict for DiffusionModelUNet: ..."), Path("b"))
-    MonaiPsoError('b/models: the checkpoints do not fit the networks the configs build (trained with other settings, or with or without --diversity?)')
-    """
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, MonaiPsoError):
-            return cause
-        if isinstance(cause, RuntimeError) and "Error(s) in loading state_dict" in str(cause):
-            return MonaiPsoError(
-                f"{bundle / 'models'}: the checkpoints do not fit the networks the configs build "
-                "(trained with other settings, or with or without --diversity?)"
-            )
-        cause = cause.__cause__
-    return None
-
-
-def run_bundle_generation(bundle: str | Path, overrides: dict[str, Any], extra_configs: Sequence[str] = ()) -> Path:
-    """Run a bundle's ``inference.json`` (guarded generation) with ``overrides``; returns the release folder.
-
-    Parameters
-    ----------
-    bundle
-        Trained bundle folder (configs, models, privacy).
-    overrides
-        Config values (``n``, ``output_dir``, ``format``...).
-    extra_configs
-        More config files of the bundle merged last (e.g. :data:`DIVERSITY_CONFIG`).
-
-    Examples
-    --------
-    >>> run_bundle_generation("no/such/bundle", {})  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    monai_pso.errors.MonaiPsoError: no/such/bundle: not a bundle (no configs/train_autoencoder.json, ...)
-    """
-    from monai.bundle import ConfigParser
-
-    root = Path(bundle)
-    files = [root / "configs" / name for name in (*GENERATION_CONFIGS, *extra_configs)]
-    missing = [f for f in files if not f.is_file()]
-    if missing:
-        raise MonaiPsoError(f"{bundle}: not a bundle (no configs/{', configs/'.join(f.name for f in missing)})")
-    for checkpoint in ("autoencoder.pt", "diffusion.pt"):
-        if not (root / "models" / checkpoint).is_file():
-            raise MonaiPsoError(f"{root / 'models' / checkpoint}: not found; train the bundle first (see its docs/README.md)")
-    parser = ConfigParser()
-    parser.read_config([str(f) for f in files])
-    parser.update({"bundle_root": str(root.resolve()), **overrides})
-    try:
-        for index in range(len(parser["run"])):
-            parser.get_parsed_content(f"run#{index}")
-    except RuntimeError as error:  # ConfigExpression wraps user errors; show them as one line
-        cause = _user_error(error, root)
-        if cause is None:
-            raise
-        raise cause from None
-    return Path(parser.get_parsed_content("output_dir")).expanduser().resolve()
 
 
 def release_report(release: Path) -> list[str]:
@@ -184,6 +111,8 @@ def generate(bundle: str, n: int | None, out: str, condition: str | None, fmt: s
     OUT receives images/, audit.csv, summary.json, distances.png and manifest.json, all at once at the
     end, and the release is appended to the ledger of the guard's primary index.
     """
+    from monai_pso.engines.pipeline import DIVERSITY_CONFIG, run_bundle_generation
+
     if n is None and not diversity:
         raise click.UsageError("give --n (or --diversity for one image per training image)")
     overrides: dict[str, Any] = {"output_dir": str(Path(out).expanduser().resolve())}

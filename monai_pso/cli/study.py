@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from monai_pso.downstream.synthetic import DEFAULT_LDM_STEPS
 from monai_pso.downstream.tasks import MODES, TASKS
 from monai_pso.errors import MonaiPsoError
 
@@ -21,7 +22,7 @@ def _task_options(task: str, spatial_dims: int, image_size: int | None, num_clas
 @click.option("--data", "data", required=True, help="SOURCE of the real data; its val split is the holdout that calibrates tau.")
 @click.option("--task", type=click.Choice(TASKS), required=True)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for report.json, report.md and figures.")
-@click.option("--synthetic", "release_dir", default=None, help="A guarded release folder (manifest.json) to use as the synthetic set.")
+@click.option("--synthetic", "release_dir", default=None, help="Use this guarded release folder (manifest.json) instead of training a generator.")
 @click.option("--tau", type=float, default=None, help="The guard's threshold (default: from the release manifest).")
 @click.option("--steps", type=int, default=200, show_default=True, help="Optimisation steps, the same for every arm.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
@@ -37,24 +38,36 @@ def _task_options(task: str, spatial_dims: int, image_size: int | None, num_clas
 @click.option("--noise", type=click.Choice(["poisson", "gaussian"]), default="poisson", show_default=True)
 @click.option("--counts", type=float, default=1e4, show_default=True, help="Denoising: quanta for value 1.0 at full dose.")
 @click.option("--factor", type=click.Choice(["2", "4"]), default="2", show_default=True, help="Super-resolution factor.")
-def study(data, task, out_dir, release_dir, tau, steps, batch_size, learning_rate, seed, device, spatial_dims, image_size, num_classes, mode, network_size, dose, noise, counts, factor) -> None:
+@click.option("--ldm-autoencoder-steps", type=click.IntRange(min=1), default=DEFAULT_LDM_STEPS["autoencoder"], show_default=True, help="Generator: autoencoder training steps.")
+@click.option("--ldm-diffusion-steps", type=click.IntRange(min=1), default=DEFAULT_LDM_STEPS["diffusion"], show_default=True, help="Generator: diffusion UNet training steps.")
+@click.option("--ldm-sampling-steps", type=click.IntRange(min=1), default=25, show_default=True, help="Generator: denoising steps per draw.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads of torch and faiss [default: torch's].")
+@click.option("--set", "settings", multiple=True, hidden=True, metavar="KEY=VALUE", help="Override a generator bundle config value (tests).")
+def study(data, task, out_dir, release_dir, tau, steps, batch_size, learning_rate, seed, device, spatial_dims, image_size, num_classes, mode, network_size, dose, noise, counts, factor,
+          ldm_autoencoder_steps, ldm_diffusion_steps, ldm_sampling_steps, threads, settings) -> None:
     """Does a network trained on the guarded synthetic release do as well on real test data?
 
-    Trains the task's network on (a) real train, (b) synthetic, (c) real+synthetic with the same
+    Splits DATA by patient into train / holdout (val) / test; trains a latent diffusion model on train,
+    calibrates the guard's tau on the holdout and generates a guarded synthetic set the size of train
+    (or reads one given with --synthetic); then trains the task's network on (a) real train, (b) synthetic, (c) real+synthetic with the same
     number of steps, evaluates all three on the real test split and writes report.md / report.json
     with DeLong (AUROC) or paired t / Wilcoxon (PSNR, SSIM) statistics and a brute-force guard check.
     """
+    from monai_pso.cli.demo import parse_settings
+    from monai_pso.cli.generate import cpu_threads
     from monai_pso.downstream.study import StudyConfig, run_study
-    from monai_pso.downstream.synthetic import ReleaseSynthetic
+    from monai_pso.downstream.synthetic import GeneratedSynthetic, ReleaseSynthetic
 
-    if release_dir is None:
-        raise MonaiPsoError(
-            "--synthetic: give a guarded release folder (made with the generation workflow); "
-            "generating one inside the study is not wired yet"
-        )
+    if release_dir is not None:
+        provider = ReleaseSynthetic(release_dir, tau)
+    elif task == "classification" and mode == "multilabel":
+        raise MonaiPsoError("--mode multilabel: the generator conditions on one class label; give a guarded release with --synthetic")
+    else:
+        provider = GeneratedSynthetic(task == "classification", ldm_autoencoder_steps, ldm_diffusion_steps, ldm_sampling_steps, parse_settings(settings))
     options = _task_options(task, int(spatial_dims), image_size, num_classes, mode, network_size, dose, noise, counts, int(factor))
     config = StudyConfig(data, task, options, steps, batch_size, learning_rate, seed, device)
-    report = run_study(config, ReleaseSynthetic(release_dir, tau), out_dir)
+    with cpu_threads(threads):
+        report = run_study(config, provider, out_dir)
     for line in report["conclusions"]:
         click.echo(line)
     click.echo(f"report: {out_dir}/report.md")

@@ -20,7 +20,7 @@ import torch
 from monai.transforms import Compose
 from monai.utils import set_determinism
 
-from monai_pso.data import DataSource, load_source
+from monai_pso.data import DataSource, load_image, load_source
 from monai_pso.downstream.guard_check import verify_no_image_within
 from monai_pso.downstream.synthetic import SyntheticProvider, SyntheticSet
 from monai_pso.downstream.tasks import DownstreamTask, make_task
@@ -64,6 +64,23 @@ def _images(task: DownstreamTask, datalist: list[dict[str, Any]]) -> np.ndarray:
     return np.stack([np.asarray(load(dict(entry))["image"], dtype=np.float32) for entry in datalist])
 
 
+def _verify(task: DownstreamTask, synthetic: SyntheticSet, synthetic_list: list[dict[str, Any]], train: DataSource, embedder: Any | None) -> dict[str, Any]:
+    """Brute-force re-check of the synthetic set against every training image.
+
+    When the provider says which checks certified the set, each is re-run on the images as stored
+    (the guard's embedder and tau); the first check's result is reported with the total of violations.
+    Otherwise the images as the task loads them are compared with ``embedder`` (or RMS pixel difference).
+    """
+    item_ids = [entry["item_id"] for entry in synthetic_list]
+    if not synthetic.checks:
+        return verify_no_image_within(_images(task, synthetic_list), _images(task, train.datalist()), synthetic.tau, embedder, item_ids)
+    synthetic_images = np.stack([load_image(record) for record in synthetic.records])
+    training_images = np.stack([load_image(record) for record in train])
+    per_check = {check.name: verify_no_image_within(synthetic_images, training_images, check.tau, check.embedder, item_ids) for check in synthetic.checks}
+    primary = per_check[synthetic.checks[0].name]
+    return primary | {"violations": sum(result["violations"] for result in per_check.values()), "checks": per_check}
+
+
 def _train_arm(task: DownstreamTask, datalist: list[dict[str, Any]], config: StudyConfig) -> torch.nn.Module:
     set_determinism(seed=config.seed)
     network = task.network()
@@ -98,7 +115,7 @@ def run_study(config: StudyConfig, provider: SyntheticProvider, out_dir: str | P
     if synthetic.tau is None:
         raise MonaiPsoError(f"{synthetic.description}: the guard's threshold tau is unknown; pass --tau")
     synthetic_list = DataSource(synthetic.records, synthetic.description).datalist()
-    verification = verify_no_image_within(_images(task, synthetic_list), _images(task, train.datalist()), synthetic.tau, embedder, [e["item_id"] for e in synthetic_list])
+    verification = _verify(task, synthetic, synthetic_list, train, embedder)
 
     training_sets = {"real": train.datalist(), "synthetic": synthetic_list, "real+synthetic": train.datalist() + synthetic_list}
     test_cases = materialize(task, test.datalist(), seed=config.seed)

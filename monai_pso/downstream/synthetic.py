@@ -1,5 +1,9 @@
 """Where the study's synthetic training set comes from: a pluggable :class:`SyntheticProvider`.
 
+- :class:`GeneratedSynthetic`: train a latent diffusion model on the study's train split (the ``ldm_2d`` /
+  ``ldm_3d`` bundle), build the default two-check guard with tau calibrated on the holdout, and generate
+  a guarded release the size of train (one image per training image, with its class label when the
+  study classifies).
 - :class:`ReleaseSynthetic`: an existing guarded release folder written by the generation workflow
   (:class:`monai_pso.engines.ReleaseWriter`: images plus ``manifest.json`` with each item's ``files`` and
   ``condition``, the class label; an ``audit.csv`` beside it when the guard logged its decisions).
@@ -7,20 +11,20 @@
   stand in for generated ones. For tests of the pipeline only; reports say so.
 
 A provider returns a :class:`SyntheticSet`: records (images in ``[0, 1]``), the threshold ``tau`` the guard
-applied, and the guard's own summary (rejection rate) when known.
+applied, the guard's own summary (rejection rate) when known, and, when the provider built the guard,
+its checks, which the study re-verifies by brute force.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from monai_pso.data import DataSource, ImageRecord, load_source
+from monai_pso.data import DataSource, ImageRecord, load_image, load_source
 from monai_pso.errors import DataSourceError
 from monai_pso.io import read_json
 
@@ -34,6 +38,16 @@ class SyntheticSet:
     description: str
     guard: dict[str, Any] = field(default_factory=dict)
     is_stand_in: bool = False
+    checks: list[GuardCheckSpec] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GuardCheckSpec:
+    """One check of the guard that certified a synthetic set: its name, embedder and threshold."""
+
+    name: str
+    embedder: Any
+    tau: float
 
 
 class SyntheticProvider(Protocol):
@@ -137,3 +151,86 @@ class StandInSynthetic:
         rejected = int((distances < tau).sum())
         guard = {"candidates": len(candidates), "rejected": rejected, "rejection_rate": rejected / len(candidates), "n_released": len(kept)}
         return SyntheticSet(kept, tau, f"STAND-IN (real images of other patients, not generated): {self.source}", guard, is_stand_in=True)
+
+
+#: Training budget of :class:`GeneratedSynthetic` (optimisation steps) on top of the small networks of
+#: :data:`monai_pso.engines.pipeline.SMALL_NETWORKS`.
+DEFAULT_LDM_STEPS = {"autoencoder": 300, "diffusion": 1500}
+
+
+@dataclass
+class GeneratedSynthetic:
+    """Train a latent diffusion model on the study's train split, guard it, and release a set the size of train.
+
+    Runs :mod:`monai_pso.engines.pipeline` in ``work_dir/generator``: the ``ldm_2d`` or ``ldm_3d`` bundle
+    (chosen by the images' dimensions) with :data:`~monai_pso.engines.pipeline.SMALL_NETWORKS`, trained
+    for ``autoencoder_steps`` and ``diffusion_steps``; the default two-check guard of the train split
+    with tau calibrated on the holdout; then one request per training image (with that image's class
+    label when ``class_conditional``, so the release keeps train's class balance), each redrawn until
+    it passes the guard or its attempts run out. The release is written as NIfTI (float values, as checked).
+
+    Parameters
+    ----------
+    class_conditional
+        Condition the UNet on the ``label`` of each record (single-label classes ``0..K-1``).
+    autoencoder_steps, diffusion_steps
+        Optimisation steps of the two training stages.
+    num_inference_steps
+        Denoising steps per draw.
+    settings
+        More bundle settings (``KEY: value`` of the ``ldm`` configs), applied last.
+
+    Examples
+    --------
+    >>> provider = GeneratedSynthetic(class_conditional=True, diffusion_steps=300)
+    >>> synthetic = provider(train, holdout, len(train), Path("study"))  # doctest: +SKIP
+    """
+
+    class_conditional: bool = False
+    autoencoder_steps: int = DEFAULT_LDM_STEPS["autoencoder"]
+    diffusion_steps: int = DEFAULT_LDM_STEPS["diffusion"]
+    num_inference_steps: int = 25
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def bundle_settings(self, train: DataSource) -> dict[str, Any]:
+        """The ``ldm`` bundle settings for ``train``: networks, epochs from the step budget, conditioning."""
+        from monai_pso.engines.pipeline import SMALL_NETWORKS, epochs_for, image_size_of
+
+        batch_size = int(self.settings.get("batch_size", SMALL_NETWORKS["batch_size"]))
+        ae_epochs = epochs_for(self.autoencoder_steps, len(train), batch_size)
+        settings: dict[str, Any] = dict(
+            SMALL_NETWORKS,
+            image_size=image_size_of(train),
+            max_epochs=ae_epochs,
+            adversarial_warmup_epochs=max(1, int(0.6 * ae_epochs)),
+            diffusion_max_epochs=epochs_for(self.diffusion_steps, len(train), batch_size),
+            num_inference_steps=self.num_inference_steps,
+            format="nifti",
+            progress_bar=True,
+        )
+        if self.class_conditional:
+            labels = [record.label for record in train]
+            if any(not isinstance(label, (int, np.integer)) for label in labels):
+                raise DataSourceError(train.description, "class-conditional generation needs one integer class label per image")
+            settings.update(condition_mode="class", condition_key="label", num_classes=int(max(labels)) + 1)
+        return settings | self.settings
+
+    def __call__(self, train: DataSource, holdout: DataSource, n: int, work_dir: Path) -> SyntheticSet:
+        from monai_pso.engines.pipeline import build_bundle_guard, prepare_bundle, run_bundle_generation, train_bundle
+
+        spatial_dims = load_image(train.records[0]).ndim - 1
+        bundle = prepare_bundle(f"ldm_{spatial_dims}d", Path(work_dir) / "generator", self.bundle_settings(train))
+        runtime = {"dataset_source": train}  # in memory: not written into the bundle's configs
+        train_bundle(bundle, runtime)
+        checker = build_bundle_guard(bundle, train, holdout)
+        requests = (
+            "$monai_pso.engines.diversity_requests(@datalist, 'label', @seed, @guidance_scale, None, @n)"
+            if self.class_conditional
+            else "$monai_pso.engines.generation_requests(@n, @seed, @guidance_scale)"
+        )
+        release = run_bundle_generation(bundle, runtime | {"n": n, "requests": requests, "output_dir": str(Path(work_dir) / "synthetic-release")})
+        synthetic = ReleaseSynthetic(str(release))(train, holdout, n, Path(work_dir))
+        checks = [GuardCheckSpec(check.name, check.embedder, float(check.threshold.value)) for check in checker.checks]
+        summary = read_json(release / "summary.json", what="the guard summary")
+        guard = synthetic.guard | {key: summary[key] for key in ("counts", "rejection_rate") if key in summary}
+        return replace(synthetic, description=f"generated by {bundle} ({n} requested)", guard=guard, checks=checks)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.metrics import PSNRMetric, RMSEMetric, SSIMMetric
-from monai.transforms import Compose, EnsureTyped, Lambdad, MapTransform, Resized
+from monai.transforms import Compose, EnsureTyped, Lambdad, MapTransform, Resized, SelectItemsd
 from torch import nn
 
 from monai_pso.data import IntensityPresetd, LoadRecordImaged
@@ -71,8 +71,10 @@ class DownstreamTask(ABC):
         """Builds ``input_key`` and ``target_key`` from the loaded image and the entry."""
 
     def transforms(self) -> Compose:
-        """The full preprocessing of a datalist entry (used by the bundles and the study)."""
-        return Compose(self.load_transforms() + self.target_transforms() + [EnsureTyped([self.input_key, self.target_key], track_meta=False)])
+        """The full preprocessing of a datalist entry (used by the bundles and the study): only the input and
+        target are kept, so that real and synthetic entries with different metadata batch together."""
+        keys = [self.input_key, self.target_key]
+        return Compose(self.load_transforms() + self.target_transforms() + [EnsureTyped(keys, track_meta=False), SelectItemsd(keys)])
 
     def prepare_batch(self, batchdata: dict, device: torch.device | str | None = None, non_blocking: bool = False, **kwargs: Any):
         """``prepare_batch`` of :class:`monai.engines.SupervisedTrainer`: ``(input, target)`` on ``device``."""
@@ -134,9 +136,18 @@ class ClassificationTask(DownstreamTask):
         self.num_classes, self.mode, self.network_size = num_classes, mode, network_size
 
     def _label(self, value) -> torch.Tensor:
+        """A datalist label -> a class index (``long``) or, for multi-label, a ``(num_classes,)`` 0/1 float vector."""
+        values = np.asarray(value)
         if self.mode == "multilabel":
-            return torch.as_tensor(np.asarray(value, dtype=np.float32).reshape(self.num_classes))
-        return torch.as_tensor(int(np.asarray(value).ravel()[0]), dtype=torch.long)
+            if values.size != self.num_classes or not np.isin(values, (0, 1)).all():
+                raise ValueError(f"multi-label classification needs a 0/1 vector of {self.num_classes} labels per image, got {value!r}")
+            return torch.as_tensor(values.astype(np.float32).reshape(self.num_classes))
+        if values.size != 1:
+            raise ValueError(f"{self.mode} classification needs one class index per image, got {value!r} (a multi-label vector? use mode='multilabel')")
+        index = int(values.ravel()[0])
+        if not 0 <= index < self.num_classes:
+            raise ValueError(f"class label {index} is outside 0..{self.num_classes - 1} (num_classes={self.num_classes})")
+        return torch.as_tensor(index, dtype=torch.long)
 
     def target_transforms(self) -> list[MapTransform]:
         return [Lambdad("label", self._label)]
@@ -155,34 +166,45 @@ class ClassificationTask(DownstreamTask):
         return targets.astype(int) if self.mode == "multilabel" else np.eye(self.num_classes, dtype=int)[targets.astype(int)]
 
     def summarize(self, outputs: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
+        """Accuracy and AUROC with DeLong 95% intervals.
+
+        Binary: ``auroc`` of class 1. Multi-class (one-vs-rest) and multi-label (per label):
+        ``auroc_per_class`` and their macro mean ``auroc`` (``mean_auroc``, with the DeLong interval of
+        :func:`~monai_pso.downstream.statistics.delong_mean_auroc`); classes without both a positive and a
+        negative test case have no AUROC and are left out of the mean. Multi-label ``accuracy`` is the
+        mean over labels at threshold 0.5, with ``accuracy_per_label`` and ``exact_match`` (every label right).
+        """
         y = self.indicators(targets)
+        result: dict[str, Any] = {"n": int(len(targets))}
         if self.mode == "multilabel":
-            accuracy = float(((outputs >= 0.5) == y).mean())
+            correct = (outputs >= 0.5) == y.astype(bool)
+            result["accuracy"] = float(correct.mean())
+            result["accuracy_per_label"] = {str(k): float(v) for k, v in enumerate(correct.mean(axis=0))}
+            result["exact_match"] = float(correct.all(axis=1).mean())
         else:
-            accuracy = float((outputs.argmax(axis=1) == targets.astype(int)).mean())
-        result: dict[str, Any] = {"accuracy": accuracy, "n": int(len(targets))}
+            result["accuracy"] = float((outputs.argmax(axis=1) == targets.astype(int)).mean())
         if self.mode == "binary":
             defined = 0 < y[:, 1].sum() < len(y)
             result["auroc"] = statistics.delong_auroc(y[:, 1], outputs[:, 1]).to_dict() if defined else None  # one class only: undefined
             return result
-        per_class = {str(k): statistics.delong_auroc(y[:, k], outputs[:, k]).to_dict() for k in range(self.num_classes) if 0 < y[:, k].sum() < len(y)}
-        result["auroc_per_class"] = per_class
-        result["auroc"] = statistics.bootstrap_mean_auroc(y, outputs)
+        classes = statistics.defined_classes(y)
+        result["auroc_per_class"] = {str(k): statistics.delong_auroc(y[:, k], outputs[:, k]).to_dict() for k in classes}
+        result["auroc"] = statistics.delong_mean_auroc(y, outputs) if classes else None
         return result
 
     def compare(self, candidate, reference) -> dict[str, Any]:
-        (out_c, targets), (out_r, _) = candidate, reference
+        """Paired DeLong tests of ``candidate - reference`` AUROC on the same test cases (per class and for the macro mean)."""
+        (out_c, targets), (out_r, targets_r) = candidate, reference
+        if np.shape(targets) != np.shape(targets_r) or not np.array_equal(targets, targets_r):
+            raise ValueError("a paired comparison needs both networks' outputs on the same test cases in the same order")
         y = self.indicators(targets)
         if self.mode == "binary":
             return {"auroc_difference": statistics.delong_test(y[:, 1], out_c[:, 1], out_r[:, 1]).to_dict(), "method": "paired DeLong test"}
-        per_class = {
-            str(k): statistics.delong_test(y[:, k], out_c[:, k], out_r[:, k]).to_dict() for k in range(self.num_classes) if 0 < y[:, k].sum() < len(y)
-        }
-        mean = statistics.bootstrap_mean_auroc(y, out_c, out_r)
+        classes = statistics.defined_classes(y)
         return {
-            "auroc_difference_per_class": per_class,
-            "auroc_difference": {k.replace("difference_", ""): v for k, v in mean.items() if k.startswith("difference")},
-            "method": "paired DeLong test per class; paired case bootstrap for the mean",
+            "auroc_difference_per_class": {str(k): statistics.delong_test(y[:, k], out_c[:, k], out_r[:, k]).to_dict() for k in classes},
+            "auroc_difference": statistics.delong_mean_test(y, out_c, out_r).to_dict(),
+            "method": "paired DeLong test per class and for the macro-mean AUROC",
         }
 
 

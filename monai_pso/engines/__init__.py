@@ -1,4 +1,5 @@
-"""Latent diffusion engines on ``monai.engines``: autoencoder and diffusion trainers, sampler, guarded generation.
+"""Latent diffusion engines on ``monai.engines``: autoencoder and diffusion trainers, sampler, guarded generation,
+and a training progress bar.
 
 Examples
 --------
@@ -13,6 +14,7 @@ from monai_pso.engines.ema import ema_of
 from monai_pso.engines.guarded import DEFAULT_CHECKS, guard_checker, guard_paths, privacy_guard
 from monai_pso.engines.generation import GenerationWorkflow, GuidanceSchedule, derive_seed, diversity_requests, generation_requests
 from monai_pso.engines.losses import kl_loss, offline_perceptual_loss
+from monai_pso.engines.progress import TrainingProgressBar
 from monai_pso.engines.release import ReleaseWriter, release_manifest
 from monai_pso.engines.sampler import LatentDiffusionSampler
 
@@ -26,6 +28,7 @@ __all__ = [
     "LatentDiffusionTrainer",
     "PooledFeatured",
     "ReleaseWriter",
+    "TrainingProgressBar",
     "derive_seed",
     "diversity_requests",
     "ema_of",

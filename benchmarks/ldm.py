@@ -25,7 +25,8 @@ of an earlier run does not hide growth.
 Usage::
 
     python benchmarks/ldm.py --small                    # CPU, small sizes: benchmarks/results/ldm_cpu.json (~3 min on 2 cores)
-    python benchmarks/ldm.py --device cuda              # the bundles' default sizes: benchmarks/results/ldm_gpu.json
+    python benchmarks/ldm.py --device cuda              # full size (256^2, 128^3): benchmarks/results/ldm_gpu.json
+    python benchmarks/ldm.py --device cpu --iterations 2 --repeat 1 --images 2 --steps 2 --out benchmarks/results/ldm_cpu_fullsize.json
 """
 
 from __future__ import annotations
@@ -52,17 +53,21 @@ from index import memory, timed  # noqa: E402 (the index benchmark's RSS sampler
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 RESULTS = Path(__file__).resolve().parent / "results"
 
-#: Per bundle: the ``--small`` config overrides, the phantom the guard is built on, batch sizes.
+#: Per bundle: the config overrides of ``--small`` and of the full size (the CT / MRI presets' sizes:
+#: 256 x 256 images with 4 x 64 x 64 latents, 128^3 volumes with 4 x 32^3 latents), the phantom the guard
+#: is built on, batch sizes.
 SETTINGS: dict[str, dict[str, Any]] = {
     "ldm_2d": {
         "small": {"image_size": [32, 32], "ae_channels": [16, 32], "latent_channels": 2, "norm_num_groups": 8,
                   "unet_channels": [32, 64], "unet_attention_levels": [False, True], "unet_num_head_channels": [0, 32], "unet_num_res_blocks": 1},
+        "full": {"image_size": [256, 256]},
         "phantom": "phantom:2d?patients=12&acquisitions=3&size={size}",
         "batch": {"small": 8, "full": 16},
     },
     "ldm_3d": {
         "small": {"image_size": [16, 16, 16], "ae_channels": [8, 16], "latent_channels": 2, "norm_num_groups": 8,
                   "unet_channels": [16, 32], "unet_attention_levels": [False, True], "unet_num_head_channels": [0, 16], "unet_num_res_blocks": 1},
+        "full": {"image_size": [128, 128, 128]},
         "phantom": "phantom:3d?patients=8&acquisitions=2&size={size}",
         "batch": {"small": 2, "full": 2},
     },
@@ -75,7 +80,7 @@ def bundle_networks(bundle: str, small: bool, device: torch.device) -> dict[str,
 
     parser = ConfigParser()
     parser.read_config([str(BUNDLES / bundle / "configs" / f) for f in ("train_autoencoder.json", "train_diffusion.json")])
-    parser.update({"bundle_root": str(BUNDLES / bundle), "device": device, **(SETTINGS[bundle]["small"] if small else {})})
+    parser.update({"bundle_root": str(BUNDLES / bundle), "device": device, **SETTINGS[bundle]["small" if small else "full"]})
     return {
         "autoencoder": parser.get_parsed_content("autoencoder_def").to(device).eval(),
         "unet": parser.get_parsed_content("unet_def").to(device),

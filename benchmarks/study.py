@@ -87,7 +87,8 @@ def _provider(name: str, task: str, where: str, data: DataSource, args: argparse
         used = set(data.patients())
         spare_records = [r for r in spare if r.patient_id not in used and r.split == "train"]
         return StandInSynthetic(DataSource(spare_records, f"{spare.description} [unused patients]"))  # type: ignore[arg-type]
-    return GeneratedSynthetic(task == "classification", args.ldm_autoencoder_steps, args.ldm_diffusion_steps, args.ldm_sampling_steps)
+    settings = {"attempts_per_level": args.attempts} if args.attempts else {}
+    return GeneratedSynthetic(task == "classification", args.ldm_autoencoder_steps, args.ldm_diffusion_steps, args.ldm_sampling_steps, settings)
 
 
 def _summary(report: dict, seconds: float) -> dict:
@@ -115,6 +116,7 @@ def main() -> None:
     parser.add_argument("--ldm-autoencoder-steps", type=int, default=DEFAULT_LDM_STEPS["autoencoder"])
     parser.add_argument("--ldm-diffusion-steps", type=int, default=DEFAULT_LDM_STEPS["diffusion"])
     parser.add_argument("--ldm-sampling-steps", type=int, default=25)
+    parser.add_argument("--attempts", type=int, default=None, help="draws per requested image before it is dropped [default: the bundle's 4]")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", default=str(Path(__file__).parent / "runs"), help="generators, releases and reports (not committed)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
@@ -131,7 +133,8 @@ def main() -> None:
     for name in args.only if SHARED.is_dir() else []:
         task, where, options = EXPERIMENTS[name]
         data = _data(where, args.limit)
-        settings = {"steps": args.steps, "batch_size": args.batch_size, "limit": args.limit, "ldm_steps": [args.ldm_autoencoder_steps, args.ldm_diffusion_steps], "ldm_sampling_steps": args.ldm_sampling_steps}
+        settings = {"steps": args.steps, "batch_size": args.batch_size, "limit": args.limit, "ldm_steps": [args.ldm_autoencoder_steps, args.ldm_diffusion_steps],
+                    "ldm_sampling_steps": args.ldm_sampling_steps, "attempts": args.attempts or 4}
         started = time.time()
         config = StudyConfig(data, task, options, steps=args.steps, batch_size=args.batch_size)  # type: ignore[arg-type]
         report = run_study(config, _provider(name, task, where, data, args), Path(args.work) / name)

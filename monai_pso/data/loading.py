@@ -37,7 +37,7 @@ def load_image(record: ImageRecord) -> np.ndarray:
     Examples
     --------
     >>> rec = ImageRecord("a", "p", np.full((1, 2, 2), 255, np.uint8), normalize="uint8")
-    >>> load_image(rec).max()
+    >>> float(load_image(rec).max())
     1.0
     """
     normalised = IntensityPreset(record.normalize)(read_image(record.image))

@@ -112,9 +112,9 @@ class DataSource:
     Examples
     --------
     >>> from monai_pso.data import load_source
-    >>> src = load_source("phantom:2d?patients=4&acquisitions=2&size=32")
+    >>> src = load_source("phantom:2d?patients=6&acquisitions=2&size=32")
     >>> len(src), len(src.patients())
-    (8, 4)
+    (12, 6)
     >>> sorted(set(r.split for r in src))
     ['test', 'train', 'val']
     """

@@ -37,6 +37,7 @@ def test_demo_runs_end_to_end_and_its_bundle_generates_again(tmp_path):
     release, model = tmp_path / "release", tmp_path / "model"
     for line in ("images:", "audit log:", "summary:", "manifest:", "tau: pixel", "rejection rate"):
         assert line in result.output
+    assert "Epoch[" not in result.output and "Iter:" not in result.output  # progress bars, not per-epoch log lines
     assert {"images", "audit.csv", "summary.json", "distances.png", "manifest.json"} <= {p.name for p in release.iterdir()}
 
     primary, tiles = model / "privacy" / "pixel", model / "privacy" / "pixel-tiles"

@@ -74,11 +74,11 @@ def demo(source: str, out: str, n: int, steps: int, threads: int, settings: tupl
     with cpu_threads(threads):
         click.echo(f"[1/4] training the autoencoder ({settings_['max_epochs']} epochs)")
         click.echo(f"[2/4] then the latent diffusion UNet ({settings_['diffusion_max_epochs']} epochs)")
-        train_bundle(model)
+        train_bundle(model, quiet=True)
         click.echo("[3/4] building the guard: pixel and tile indexes of the training split, tau of each from the val split")
         build_bundle_guard(model, source)
         click.echo(f"[4/4] generating {n} images through the guard")
-        run_bundle_generation(model, {"n": n, "output_dir": str(release)})
+        run_bundle_generation(model, {"n": n, "output_dir": str(release)}, quiet=True)
     click.echo(f"done in {time.monotonic() - start:.0f} s")
     for line in release_report(release):
         click.echo(line)

@@ -221,14 +221,14 @@ class GeneratedSynthetic:
         spatial_dims = load_image(train.records[0]).ndim - 1
         bundle = prepare_bundle(f"ldm_{spatial_dims}d", Path(work_dir) / "generator", self.bundle_settings(train))
         runtime = {"dataset_source": train}  # in memory: not written into the bundle's configs
-        train_bundle(bundle, runtime)
+        train_bundle(bundle, runtime, quiet=True)
         checker = build_bundle_guard(bundle, train, holdout)
         requests = (
             "$monai_pso.engines.diversity_requests(@datalist, 'label', @seed, @guidance_scale, None, @n)"
             if self.class_conditional
             else "$monai_pso.engines.generation_requests(@n, @seed, @guidance_scale)"
         )
-        release = run_bundle_generation(bundle, runtime | {"n": n, "requests": requests, "output_dir": str(Path(work_dir) / "synthetic-release")})
+        release = run_bundle_generation(bundle, runtime | {"n": n, "requests": requests, "output_dir": str(Path(work_dir) / "synthetic-release")}, quiet=True)
         synthetic = ReleaseSynthetic(str(release))(train, holdout, n, Path(work_dir))
         checks = [GuardCheckSpec(check.name, check.embedder, float(check.threshold.value)) for check in checker.checks]
         summary = read_json(release / "summary.json", what="the guard summary")

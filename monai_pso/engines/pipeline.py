@@ -20,6 +20,7 @@ each run as ``runtime`` overrides instead.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import warnings
@@ -146,8 +147,11 @@ def _quiet_config_warnings() -> Iterator[None]:
         yield
 
 
-def run_bundle_configs(bundle: str | Path, config_names: Sequence[str], runtime: dict[str, Any] | None = None) -> None:
+def run_bundle_configs(bundle: str | Path, config_names: Sequence[str], runtime: dict[str, Any] | None = None, quiet: bool = False) -> None:
     """Run a bundle's merged configs as a ``monai.bundle.ConfigWorkflow`` (initialize, run, finalize).
+
+    ``quiet`` keeps ignite's per-epoch INFO lines ("Epoch[n] Complete", "Saved checkpoint") off the console,
+    for runs that show progress bars (``progress_bar: true``); warnings still show.
 
     Examples
     --------
@@ -161,9 +165,23 @@ def run_bundle_configs(bundle: str | Path, config_names: Sequence[str], runtime:
     files = _config_files(bundle, config_names)
     with _quiet_config_warnings():
         workflow = ConfigWorkflow(config_file=[str(f) for f in files], workflow_type="train", **(runtime or {}))
-        workflow.initialize()
-        workflow.run()
-        workflow.finalize()
+        with _ignite_warnings_only(quiet):  # after the bundle's logging.conf is applied
+            workflow.initialize()
+            workflow.run()
+            workflow.finalize()
+
+
+@contextmanager
+def _ignite_warnings_only(quiet: bool) -> Iterator[None]:
+    """While the block runs, ignite's engines log warnings only (when ``quiet``)."""
+    ignite_logger = logging.getLogger("ignite")
+    level = ignite_logger.level
+    if quiet:
+        ignite_logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        ignite_logger.setLevel(level)
 
 
 def _config_files(bundle: str | Path, config_names: Sequence[str]) -> list[Path]:
@@ -174,7 +192,7 @@ def _config_files(bundle: str | Path, config_names: Sequence[str]) -> list[Path]
     return files
 
 
-def train_bundle(bundle: str | Path, runtime: dict[str, Any] | None = None, extra_configs: Sequence[str] = ()) -> None:
+def train_bundle(bundle: str | Path, runtime: dict[str, Any] | None = None, extra_configs: Sequence[str] = (), quiet: bool = False) -> None:
     """Train both stages of an ``ldm`` bundle: the autoencoder, then the latent diffusion UNet.
 
     Parameters
@@ -185,9 +203,11 @@ def train_bundle(bundle: str | Path, runtime: dict[str, Any] | None = None, extr
         Overrides for this run only (e.g. an in-memory ``dataset_source``).
     extra_configs
         More config files merged last (e.g. :data:`DIVERSITY_CONFIG`).
+    quiet
+        No per-epoch log lines (see :func:`run_bundle_configs`).
     """
-    run_bundle_configs(bundle, ["train_autoencoder.json", *extra_configs], runtime)
-    run_bundle_configs(bundle, ["train_autoencoder.json", "train_diffusion.json", *extra_configs], runtime)
+    run_bundle_configs(bundle, ["train_autoencoder.json", *extra_configs], runtime, quiet)
+    run_bundle_configs(bundle, ["train_autoencoder.json", "train_diffusion.json", *extra_configs], runtime, quiet)
 
 
 def build_bundle_guard(bundle: str | Path, training: Any, holdout: Any = None, split: str = "val", **calibration: Any) -> Any:
@@ -222,7 +242,7 @@ def _user_error(error: BaseException, bundle: Path) -> MonaiPsoError | None:
     return None
 
 
-def run_bundle_generation(bundle: str | Path, overrides: dict[str, Any], extra_configs: Sequence[str] = ()) -> Path:
+def run_bundle_generation(bundle: str | Path, overrides: dict[str, Any], extra_configs: Sequence[str] = (), quiet: bool = False) -> Path:
     """Run a bundle's ``inference.json`` (guarded generation) with ``overrides``; returns the release folder.
 
     Parameters
@@ -233,6 +253,8 @@ def run_bundle_generation(bundle: str | Path, overrides: dict[str, Any], extra_c
         Config values (``n``, ``output_dir``, ``format``...).
     extra_configs
         More config files of the bundle merged last (e.g. :data:`DIVERSITY_CONFIG`).
+    quiet
+        No per-epoch log lines (see :func:`run_bundle_configs`).
 
     Examples
     --------
@@ -252,7 +274,7 @@ def run_bundle_generation(bundle: str | Path, overrides: dict[str, Any], extra_c
     parser.read_config([str(f) for f in files])
     parser.update({"bundle_root": str(root.resolve()), **overrides})
     try:
-        with _quiet_config_warnings():
+        with _quiet_config_warnings(), _ignite_warnings_only(quiet):
             for index in range(len(parser["run"])):
                 parser.get_parsed_content(f"run#{index}")
     except RuntimeError as error:  # ConfigExpression wraps user errors; show them as one line

@@ -40,12 +40,12 @@ from typing import Any
 import faiss
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 
 from monai_pso import __version__
 from monai_pso.index import ReferenceIndex, get_backend
 from monai_pso.index.exact import float32_error_bound, float64_slack, pair_distances, row_norms
 from monai_pso.index.shard import ShardBuilder
+from monai_pso.threads import cpu_threads
 
 SHARED = Path(os.environ.get("MONAI_PSO_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -357,10 +357,8 @@ def main() -> None:
     args.backend = get_backend(args.backend).name
     gpu = args.backend in ("torch-cuda", "faiss-gpu")
     out = args.out or RESULTS / f"index_{'gpu' if gpu else 'cpu'}.json"
-    faiss.omp_set_num_threads(args.threads)
-    torch.set_num_threads(args.threads)
     results = []
-    with threadpool_limits(args.threads):
+    with cpu_threads(args.threads):
         for dim in dims:
             real, held_out = ixi_slices(dim)
             queries = np.ascontiguousarray(held_out[np.random.default_rng(args.seed).choice(len(held_out), args.queries, replace=False)])

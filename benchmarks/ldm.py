@@ -46,6 +46,7 @@ import torch
 
 from monai_pso import __version__
 from monai_pso.io import write_json_atomically
+from monai_pso.threads import cpu_threads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from index import memory, timed  # noqa: E402 (the index benchmark's RSS sampler and best-of-n timer)
@@ -222,12 +223,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--phase", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    import faiss
-
-    faiss.omp_set_num_threads(args.threads)
     if args.phase:
-        print(json.dumps(phase_result(args)))
+        with cpu_threads(args.threads):
+            print(json.dumps(phase_result(args)))
         return
     training, sampling = [], []
     for bundle in args.bundles:

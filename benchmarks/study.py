@@ -31,6 +31,7 @@ import numpy as np
 from monai_pso.data import DataSource, load_image, load_source
 from monai_pso.downstream.study import StudyConfig, run_study
 from monai_pso.downstream.synthetic import DEFAULT_LDM_STEPS, GeneratedSynthetic, ReleaseSynthetic, StandInSynthetic
+from monai_pso.threads import cpu_threads
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 MEDMNIST = SHARED / "medmnist"
@@ -126,7 +127,6 @@ def main() -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     args.releases = dict(item.split("=", 1) for item in args.release)
-    torch_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / "study_cpu.json"
@@ -141,19 +141,11 @@ def main() -> None:
                     "ldm_sampling_steps": args.ldm_sampling_steps, "attempts": args.attempts or 4}
         started = time.time()
         config = StudyConfig(data, task, options, steps=args.steps, batch_size=args.batch_size)  # type: ignore[arg-type]
-        report = run_study(config, _provider(name, task, where, data, args), Path(args.work) / name)
+        with cpu_threads(args.threads):
+            report = run_study(config, _provider(name, task, where, data, args), Path(args.work) / name)
         results["experiments"][name] = {"settings": settings, **_summary(report, time.time() - started)}
         results_file.write_text(json.dumps(results, indent=2, default=str))
         print(f"[{name}]", *report["conclusions"], sep="\n", flush=True)
-
-
-def torch_threads(n: int) -> None:
-    """torch and faiss limited to ``n`` threads for the whole run."""
-    import faiss
-    import torch
-
-    torch.set_num_threads(n)
-    faiss.omp_set_num_threads(n)
 
 
 if __name__ == "__main__":

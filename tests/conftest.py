@@ -38,16 +38,7 @@ def one_thread() -> Iterator[None]:
     Tiny tensors and arrays run many times faster on one thread than on two fighting over a busy 2-core
     machine. A module asks for it with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
     """
-    import faiss
-    import torch
-    from threadpoolctl import threadpool_limits
+    from monai_pso.threads import cpu_threads
 
-    threads, faiss_threads = torch.get_num_threads(), faiss.omp_get_max_threads()
-    torch.set_num_threads(1)
-    faiss.omp_set_num_threads(1)
-    try:
-        with threadpool_limits(1):
-            yield
-    finally:
-        torch.set_num_threads(threads)
-        faiss.omp_set_num_threads(faiss_threads)
+    with cpu_threads(1):
+        yield

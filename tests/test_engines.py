@@ -27,7 +27,7 @@ from monai_pso.engines import (
 )
 from monai_pso.errors import MonaiPsoError
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_autoencoder() -> AutoencoderKL:

@@ -60,8 +60,9 @@ def parse_settings(settings: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--set", "settings", multiple=True, hidden=True, metavar="KEY=VALUE", help="Override a bundle config value (tests).")
 def demo(source: str, out: str, n: int, steps: int, threads: int, settings: tuple[str, ...]) -> None:
     """Train a small LDM, build the two-check guard, calibrate tau and release N guarded synthetic images."""
-    from monai_pso.cli.generate import cpu_threads, release_report
+    from monai_pso.cli.generate import release_report
     from monai_pso.engines.pipeline import SMALL_NETWORKS, build_bundle_guard, image_size_of, prepare_bundle, run_bundle_generation, train_bundle
+    from monai_pso.threads import cpu_threads
 
     start = time.monotonic()
     out_dir = Path(out).expanduser().resolve()

@@ -9,44 +9,10 @@ The release is recorded in the ledger of the primary (first) check's index.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
-
-
-@contextmanager
-def cpu_threads(n: int | None) -> Iterator[None]:
-    """torch, faiss and BLAS limited to ``n`` threads (``None``: unchanged) while the block runs.
-
-    The guard's work is many small tensors: on a busy 2-core machine two threads make it about ten
-    times slower than one (thread hand-offs dominate), and the tiny CPU networks gain little from two.
-
-    Examples
-    --------
-    >>> import torch
-    >>> with cpu_threads(1):
-    ...     torch.get_num_threads()
-    1
-    """
-    import faiss
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    if n is None:
-        yield
-        return
-    threads, faiss_threads = torch.get_num_threads(), faiss.omp_get_max_threads()
-    torch.set_num_threads(n)
-    faiss.omp_set_num_threads(n)
-    try:
-        with threadpool_limits(n):
-            yield
-    finally:
-        torch.set_num_threads(threads)
-        faiss.omp_set_num_threads(faiss_threads)
 
 
 def release_report(release: Path) -> list[str]:
@@ -112,6 +78,7 @@ def generate(bundle: str, n: int | None, out: str, condition: str | None, fmt: s
     end, and the release is appended to the ledger of the guard's primary index.
     """
     from monai_pso.engines.pipeline import DIVERSITY_CONFIG, run_bundle_generation
+    from monai_pso.threads import cpu_threads
 
     if n is None and not diversity:
         raise click.UsageError("give --n (or --diversity for one image per training image)")

@@ -54,7 +54,7 @@ def study(data, task, out_dir, release_dir, tau, steps, batch_size, learning_rat
     with DeLong (AUROC) or paired t / Wilcoxon (PSNR, SSIM) statistics and a brute-force guard check.
     """
     from monai_pso.cli.demo import parse_settings
-    from monai_pso.cli.generate import cpu_threads
+    from monai_pso.threads import cpu_threads
     from monai_pso.downstream.study import StudyConfig, run_study
     from monai_pso.downstream.synthetic import GeneratedSynthetic, ReleaseSynthetic
 

@@ -1,6 +1,6 @@
 # Set-up is part of the two commands a newcomer runs:
 #   make demo   - installs into .venv (once) and runs the main job end to end on the phantom dataset
-#   make test   - installs into .venv (once) and runs the test suite (what CI runs)
+#   make test   - installs into .venv (once), lints with ruff and runs the test suite (what CI runs)
 #
 # On a machine without an NVIDIA GPU, torch is installed first as TORCH (default torch==2.13.0), so that
 # no CUDA wheels are pulled; point TORCH_INDEX_URL at PyTorch's CPU wheel index if your package index
@@ -32,6 +32,7 @@ demo: install
 	$(BIN)/monai-pso demo
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -334,7 +334,6 @@ def run_one(dim: int, size: int, real: np.ndarray, queries: np.ndarray, mixture,
         "memory_mib": mem,
         "exactness": exactness,
     }
-    del searchers, flat, index
     return result
 
 

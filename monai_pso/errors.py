@@ -19,7 +19,7 @@ class MonaiPsoError(Exception):
     """
 
     @classmethod
-    def at(cls, location: str | Path, problem: str) -> "MonaiPsoError":
+    def at(cls, location: str | Path, problem: str) -> MonaiPsoError:
         """This error about ``location`` (a file, folder or argument): the message ``"location: problem"``."""
         return cls(f"{location}: {problem}")
 
@@ -46,9 +46,23 @@ class DataSourceError(MonaiPsoError):
         super().__init__(f"{self.location}: {problem}")
 
     @classmethod
-    def at(cls, location: str | Path, problem: str) -> "DataSourceError":
+    def at(cls, location: str | Path, problem: str) -> DataSourceError:
         """See :meth:`MonaiPsoError.at`; keeps ``location`` and ``problem`` as attributes."""
         return cls(location, problem)
+
+
+class ConfigurationError(MonaiPsoError, ValueError):
+    """A setting or option has a value that cannot be used (the message names the option and the problem).
+
+    Also a :class:`ValueError`, so that callers that caught ``ValueError`` from bad settings keep working.
+
+    Examples
+    --------
+    >>> str(ConfigurationError.at("confidence", "must lie strictly between 0 and 1, got 1.5"))
+    'confidence: must lie strictly between 0 and 1, got 1.5'
+    >>> isinstance(ConfigurationError("x"), ValueError)
+    True
+    """
 
 
 class UnknownSourceError(DataSourceError):

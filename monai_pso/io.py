@@ -20,6 +20,7 @@ monai_pso.errors.DataSourceError: .../run/other.json: settings not found
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -150,3 +151,28 @@ def staged_folder(target: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
+
+
+#: The lock file of :func:`folder_lock` (hidden, so folder listings and copies leave it out).
+LOCK_FILE = ".lock"
+
+
+@contextmanager
+def folder_lock(folder: str | Path) -> Iterator[None]:
+    """Hold the exclusive lock of ``folder`` (``fcntl.flock`` on ``folder/.lock``) while the block runs.
+
+    Whoever changes the files of a shared folder (the release ledger, an index rebuilt around it) takes it.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with folder_lock(tempfile.mkdtemp()):
+    ...     pass
+    """
+    with open(Path(folder) / LOCK_FILE, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+

@@ -85,8 +85,8 @@ def brute_force_released(checker: PrivacyChecker, train_images: np.ndarray, quer
 def small_guard(source: DataSource, hasher=None) -> PrivacyChecker:
     """A one-check guard (whole-image pixel, 1 pixel translations) for tests of the plumbing."""
     from monai_pso.calibrate import calibrate_threshold
-    from monai_pso.calibrate.views import QueryViews
     from monai_pso.embed.pixel import PixelEmbedder
+    from monai_pso.embed.views import QueryViews
     from monai_pso.guard.checker import GuardCheck
     from monai_pso.index import build_index
 

@@ -8,8 +8,9 @@ from scipy.stats import binomtest, norm
 from sklearn.metrics import roc_auc_score
 
 from monai_pso.audit.dcr import dcr_holdout_test
-from monai_pso.audit.intervals import Rate, Risk
+from monai_pso.audit.intervals import Rate, Risk, z_value
 from monai_pso.audit.membership import membership_signal, rank_auc
+from monai_pso.errors import ConfigurationError
 
 EXPERIMENTS = 300
 
@@ -67,3 +68,9 @@ def test_dcr_counts_ties_half_and_rounds_them_down_in_the_test():
     assert (result.closer, result.ties, result.farther) == (1, 3, 2)
     assert result.share.value == pytest.approx(2.5 / 6)
     assert result.p_value == pytest.approx(binomtest(2, 6, 0.5, alternative="greater").pvalue)
+
+
+@pytest.mark.parametrize("confidence", [0.0, 1.0, 95])
+def test_a_confidence_outside_the_unit_interval_names_the_setting(confidence):
+    with pytest.raises(ConfigurationError, match=f"confidence={confidence!r}"):
+        z_value(confidence)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from monai_pso.audit.ledger import HEAD_FILE, LEDGER_FILE, append_entry, append_release, verify_ledger
-from monai_pso.audit.manifest import check_unchanged
+from monai_pso.release.ledger import HEAD_FILE, LEDGER_FILE, append_entry, append_release, verify_ledger
+from monai_pso.release.manifest import check_unchanged
 from monai_pso.errors import DataSourceError, FingerprintMismatchError, IndexIntegrityError, LedgerIntegrityError
 
 

@@ -15,11 +15,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from monai_pso.audit.ledger import LEDGER_FILE, append_release
 from monai_pso.cli.main import main
 from monai_pso.data import load_image, load_source
 from monai_pso.embed.pixel import PixelEmbedder
 from monai_pso.index import ReferenceIndex, build_index
+from monai_pso.release.ledger import LEDGER_FILE, append_release
 
 SOURCE = "phantom:2d?patients=60&acquisitions=2&size=32&ratios=0.5,0.25,0.25"
 REQUIRED_KEYS = {

@@ -11,13 +11,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from ddp_support import bundle_worker, free_port
 from monai.bundle import ConfigParser, run, verify_metadata
 
-from monai_pso.audit.ledger import verify_ledger
+from ddp_support import bundle_worker, free_port
 from monai_pso.engines import load_checkpoint
-from monai_pso.engines.pipeline import configure_bundle
-from monai_pso.guard import build_default_guard
+from monai_pso.engines.bundle_runs import configure_bundle
+from monai_pso.guard import build_guard
+from monai_pso.release.ledger import verify_ledger
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # the guard's small tensors run far faster on one thread
 
@@ -88,12 +88,12 @@ def test_ldm_3d_guarded_generation_releases_nifti_and_records_it(tmp_path):
     configure_bundle(root, dict(NETWORKS, dataset_source=source, image_size=[8, 8, 8]))  # a trained bundle describes its networks
     run(config_file=configs(root, "train_autoencoder"))
     run(config_file=configs(root, "train_autoencoder", "train_diffusion"))
-    checker = build_default_guard(source, split="val", out_dir=root / "privacy", progress=False, n_bootstrap=100)
+    checker = build_guard(source, root / "privacy", progress=False, n_bootstrap=100)
     run(config_file=configs(root, "train_autoencoder", "train_diffusion", "inference"), n=3, num_inference_steps=2, output_dir=str(tmp_path / "release"))
     manifest = json.loads((tmp_path / "release" / "manifest.json").read_text())
-    assert manifest["image_format"] == "nifti" and manifest["counts"]["generated"] == 3 and set(manifest["checks"]) == {"pixel", "pixel-tiles"}
+    assert manifest["image_format"] == "nifti" and manifest["counts"]["requested"] == 3 and set(manifest["checks"]) == {"pixel", "pixel-tiles"}
     images = [nib.load(tmp_path / "release" / f["path"]).get_fdata(dtype=np.float32)[None] for f in manifest["files"]]
-    assert len(images) == manifest["n_released"] and all(f["path"].endswith(".nii.gz") for f in manifest["files"])
+    assert len(images) == manifest["counts"]["released"] and all(f["path"].endswith(".nii.gz") for f in manifest["files"])
     assert images and checker.decide(np.stack(images)).released.all()  # the files as written pass
     assert [e.command for e in verify_ledger(root / "privacy" / "pixel" / "index")] == ["generate"]
 

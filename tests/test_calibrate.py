@@ -10,9 +10,9 @@ import torch
 
 from monai_pso.calibrate import Threshold, calibrate_threshold, holdout_distances, same_patient_distances
 from monai_pso.calibrate.bootstrap import PatientResampler, bootstrap_percentile, percentile_interval
-from monai_pso.calibrate.views import QueryViews, rotate, translate
 from monai_pso.data import DataSource, ImageRecord, load_source
 from monai_pso.embed.pixel import PixelEmbedder
+from monai_pso.embed.views import QueryViews, rotate, translate
 from monai_pso.errors import DataSourceError, FingerprintMismatchError, ImageValueError
 from monai_pso.index import build_index
 
@@ -137,7 +137,7 @@ def test_query_views():
 
 def test_images_outside_the_unit_range_are_refused(calibrated):
     _, embedder, index, _ = calibrated
-    from monai_pso.calibrate import nearest_training_items
+    from monai_pso.index.query import nearest_training_items
 
     with pytest.raises(ImageValueError, match=r"\[0, 1\]"):
         nearest_training_items(index, embedder, np.full((1, 1, 32, 32), 1.5, np.float32))

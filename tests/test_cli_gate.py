@@ -74,7 +74,8 @@ def test_gate_releases_only_passing_images(guard_dir, tmp_path):
     files = sorted(p.relative_to(out / "images").as_posix() for p in (out / "images").rglob("*.png"))
     assert files == sorted(f"{item}.png" for item in released)
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["counts"] == {"candidates": 10, "released": len(released), "rejected": 10 - len(released)}
+    rejected = 10 - len(released)
+    assert manifest["counts"] == {"requested": 10, "released": len(released), "too_close": rejected, "dropped": rejected, "draws": 10}
     assert all(sha256_file(out / f["path"]) == f["sha256"] for f in manifest["files"]) and len(manifest["files"]) == len(released)
     assert set(manifest["checks"]) == {"pixel", "pixel-tiles"}
     assert {"summary.json", "distances.png"} <= {p.name for p in out.iterdir()}
@@ -117,7 +118,7 @@ def test_bad_input_releases_nothing(guard_dir, tmp_path, problem):
 def test_dicom_release_certifies_the_written_file(guard_dir, tmp_path):
     import pydicom
 
-    from monai_pso.guard.checker import GuardCheck, PrivacyChecker
+    from monai_pso.guard import load_checker
 
     candidates = "phantom:2d?patients=6&acquisitions=1&size=32&seed=41&modality=xray"
     out = tmp_path / "release"
@@ -126,7 +127,7 @@ def test_dicom_release_certifies_the_written_file(guard_dir, tmp_path):
     rows = {r["item"]: r for r in csv.DictReader((out / "audit.csv").open())}
     written = sorted((out / "images").glob("*.dcm"))
     assert written and len(written) == sum(r["released"] == "true" for r in rows.values())
-    checker = PrivacyChecker([GuardCheck.create(guard_dir / n / "index", guard_dir / n / "threshold.json") for n in ("pixel", "tiles")])
+    checker = load_checker(index=[guard_dir / n / "index" for n in ("pixel", "tiles")], threshold=[guard_dir / n / "threshold.json" for n in ("pixel", "tiles")])
     images = np.stack([pydicom.dcmread(p).pixel_array[None].astype(np.float64) / 4095.0 for p in written]).astype(np.float32)
     decisions = checker.decide(images)  # the files as written, read back
     assert decisions.released.all()
@@ -134,7 +135,7 @@ def test_dicom_release_certifies_the_written_file(guard_dir, tmp_path):
 
 
 def test_index_build_keeps_the_release_ledger_of_the_index_it_replaces(tmp_path):
-    from monai_pso.audit.ledger import append_entry, verify_ledger
+    from monai_pso.release.ledger import append_entry, verify_ledger
 
     index_dir = tmp_path / "index"
     assert _invoke("index", "build", TRAINING, "--out", index_dir).exit_code == 0
@@ -145,3 +146,39 @@ def test_index_build_keeps_the_release_ledger_of_the_index_it_replaces(tmp_path)
     result = _invoke("index", "build", TRAINING, "--out", index_dir, "--tiles", "3", "--keep-ledger")
     assert result.exit_code == 0, result.output
     assert verify_ledger(index_dir) == [entry] and read_manifest(index_dir)["embedder"]["settings"]["tiles"] == 3
+
+
+@pytest.fixture(scope="module")
+def built_guard(tmp_path_factory) -> Path:
+    """``monai-pso guard build``: every default check in one folder."""
+    folder = tmp_path_factory.mktemp("built") / "guard"
+    result = _invoke("guard", "build", TRAINING, "--out", folder, "--bootstrap", "100", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    assert "pixel:" in result.output and "pixel-tiles:" in result.output and f"--guard {folder}" in result.output
+    return folder
+
+
+def test_guard_build_then_gate_with_the_guard_folder(built_guard, tmp_path):
+    from monai_pso.guard import read_guard
+    from monai_pso.release import open_release
+    from monai_pso.release.ledger import verify_ledger
+
+    described = read_guard(built_guard)
+    assert [c["name"] for c in described["checks"]] == ["pixel", "pixel-tiles"] and all(c["tau"] > 0 for c in described["checks"])
+    kinds = _candidates(tmp_path / "candidates")
+    result = _invoke("gate", tmp_path / "candidates", "--guard", built_guard, "--out", tmp_path / "release", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    release = open_release(tmp_path / "release")  # the one schema check
+    assert sorted(r["item"] for r in release.rows) == sorted(kinds)  # one row per candidate
+    assert all(kinds[item] == "unseen" for item in release.released_items) and release.released_items
+    assert release.counts["too_close"] >= 4 and release.counts["requested"] == 10
+    for row in release.rows:
+        per_check = [float(row[f"{c}_distance"]) >= float(row[f"{c}_tau"]) for c in ("pixel", "pixel-tiles")]
+        assert (row["released"] == "true") == all(per_check) == (float(row["nn_distance"]) >= float(row["threshold"]))
+    entries = verify_ledger(built_guard / "pixel" / "index")
+    assert entries[-1].release_path == str((tmp_path / "release").resolve()) and "audit.csv" in entries[-1].files
+
+
+def test_gate_needs_a_guard_or_indexes(tmp_path):
+    result = _invoke("gate", TRAINING, "--out", tmp_path / "release")
+    assert result.exit_code == 2 and "give a guard folder" in result.output and not (tmp_path / "release").exists()

@@ -10,7 +10,7 @@ from monai.transforms import Compose
 
 from monai_pso.data import IntensityPresetd, LoadRecordImaged, load_source
 from monai_pso.data.degrade import Downsample, Downsampled, SimulateLowDose, SimulateLowDosed
-from monai_pso.errors import ImageValueError
+from monai_pso.errors import ConfigurationError, ImageValueError
 
 FLAT = np.full((1, 64, 64), 0.5, np.float32)
 
@@ -40,7 +40,7 @@ def test_low_dose_seed_clip_and_types():
 
 def test_low_dose_rejects_bad_arguments():
     for kwargs in ({"dose": 0.0}, {"dose": 1.5}, {"kind": "speckle"}, {"counts": -1}):
-        with pytest.raises(ValueError):
+        with pytest.raises(ConfigurationError, match=next(iter(kwargs))):
             SimulateLowDose(**kwargs)
     with pytest.raises(ImageValueError):
         SimulateLowDose()(np.full((1, 4, 4), np.nan, np.float32))
@@ -63,7 +63,7 @@ def test_low_dose_dict_keys():
     assert no_id["degraded"].shape == FLAT.shape
     two = SimulateLowDosed(["a", "b"], output_key=["a_low", "b_low"], seed=0, allow_missing_keys=True)({"a": FLAT, "item_id": "x"})
     assert set(two) == {"a", "a_low", "item_id"}
-    with pytest.raises(ValueError, match="one output key per key"):
+    with pytest.raises(ConfigurationError, match="one output key per key"):
         SimulateLowDosed(["a", "b"], output_key="degraded")
 
 

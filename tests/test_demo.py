@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from guard_support import brute_force_released
 from PIL import Image
 
-from monai_pso.audit.ledger import verify_ledger
+from guard_support import brute_force_released
 from monai_pso.cli.main import main
 from monai_pso.data import load_image, load_source
-from monai_pso.guard import PrivacyChecker
+from monai_pso.guard import PrivacyChecker, load_checker
+from monai_pso.release.ledger import verify_ledger
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -40,16 +40,16 @@ def test_demo_runs_end_to_end_and_its_bundle_generates_again(tmp_path):
     assert "Epoch[" not in result.output and "Iter:" not in result.output  # progress bars, not per-epoch log lines
     assert {"images", "audit.csv", "summary.json", "distances.png", "manifest.json"} <= {p.name for p in release.iterdir()}
 
-    primary, tiles = model / "privacy" / "pixel", model / "privacy" / "pixel-tiles"
-    checker = PrivacyChecker.create([primary / "index", tiles / "index"], [primary / "threshold.json", tiles / "threshold.json"])
+    primary = model / "privacy" / "pixel"
+    checker = load_checker(model / "privacy")
     training = np.stack([load_image(r) for r in load_source(SOURCE).split("train")])
     summary = json.loads((release / "summary.json").read_text())
-    assert summary["counts"]["generated"] == 6 and summary["checks"]["pixel"]["tau"] == checker.taus["pixel"]
+    assert summary["counts"]["requested"] == 6 and summary["checks"]["pixel"]["tau"] == checker.taus["pixel"]
     assert 0 < summary["counts"]["released"] == len(list((release / "images").iterdir()))
     for name, distances in _certified_distances(release, checker, training).items():
         assert (distances >= checker.taus[name]).all()
 
     again = CliRunner().invoke(main, ["generate", "--bundle", str(model), "--n", "3", "--out", str(tmp_path / "again")], catch_exceptions=False)
     assert again.exit_code == 0, again.output
-    assert json.loads((tmp_path / "again" / "manifest.json").read_text())["num_inference_steps"] == 2  # the demo's settings were kept
+    assert json.loads((tmp_path / "again" / "manifest.json").read_text())["provenance"]["num_inference_steps"] == 2  # the demo's settings were kept
     assert [e.command for e in verify_ledger(primary / "index")] == ["generate", "generate"]

@@ -71,15 +71,15 @@ def test_cli_trains_the_generator_guards_it_and_compares(tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     train_size = report["data"]["train"]["images"]
     manifest = json.loads((tmp_path / "synthetic-release" / "manifest.json").read_text())
-    assert not report["synthetic"]["is_stand_in"] and report["synthetic"]["images"] == manifest["n_released"] <= train_size
-    assert report["guard"]["counts"]["generated"] == train_size  # one request per training image
+    assert not report["synthetic"]["is_stand_in"] and report["synthetic"]["images"] == manifest["counts"]["released"] <= train_size
+    assert report["guard"]["counts"]["requested"] == train_size  # one request per training image
     train_labels = sorted(r.label for r in load_source(DATA).split("train"))
     requested = sorted(item["condition"] for item in manifest["items"])
     assert set(requested) <= set(train_labels) and len(set(train_labels)) == 2  # labels carried over, both classes
     checks = report["guard"]["verification"]["checks"]
     assert set(checks) == {"pixel", "pixel-tiles"} and report["guard"]["violations"] == 0
     for check in checks.values():
-        assert check["n_synthetic"] == manifest["n_released"] and check["min_distance"] >= check["tau"]
+        assert check["n_synthetic"] == manifest["counts"]["released"] and check["min_distance"] >= check["tau"]
     assert (tmp_path / "generator" / "models" / "diffusion.pt").is_file() and (tmp_path / "roc.png").is_file()
 
 

@@ -18,6 +18,7 @@ from monai_pso.data import DataSource, ImageRecord
 from monai_pso.downstream import statistics
 from monai_pso.downstream.tasks import make_task
 from monai_pso.downstream.training import evaluate, make_dataset, make_trainer, materialize
+from monai_pso.errors import ConfigurationError, DataSourceError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -162,18 +163,47 @@ def test_labels_as_the_datalist_gives_them():
         label = multilabel._label(value)
         assert label.dtype == torch.float32 and label.tolist() == [1.0, 0.0, 1.0]
     for bad in ((1, 0), 1, (1, 2, 0)):
-        with pytest.raises(ValueError, match="0/1 vector of 3"):
+        with pytest.raises(ConfigurationError, match="0/1 vector of 3"):
             multilabel._label(bad)
     multiclass = make_task("classification", num_classes=3, mode="multiclass")
     for value in (2, np.int64(2), np.array([2], np.uint8), [2]):
         label = multiclass._label(value)
         assert label.dtype == torch.long and label.item() == 2
-    with pytest.raises(ValueError, match="multi-label vector"):
+    with pytest.raises(ConfigurationError, match="multi-label vector"):
         multiclass._label((0, 1, 0))  # used to take the first element silently
-    with pytest.raises(ValueError, match="outside 0..2"):
+    with pytest.raises(ConfigurationError, match="outside 0..2"):
         multiclass._label(3)
-    with pytest.raises(ValueError, match="num_classes=2"):
+    with pytest.raises(ConfigurationError, match="num_classes=2"):
         make_task("classification", num_classes=3, mode="binary")
+
+
+@pytest.mark.parametrize(
+    "name, options, message",
+    [
+        ("segmentation", {}, "task='segmentation': unknown"),
+        ("classification", {"num_class": 3}, "num_class"),
+        ("classification", {"mode": "ordinal"}, "mode='ordinal'"),
+        ("denoising", {"spatial_dims": 4}, "spatial_dims=4"),
+        ("super_resolution", {"factor": 3}, "factor=3"),
+        ("denoising", {"dose": 2.0}, "dose=2.0"),
+    ],
+)
+def test_bad_task_options_name_the_option(name, options, message):
+    with pytest.raises(ConfigurationError, match=message):
+        task = make_task(name, **options)
+        task.target_transforms()
+
+
+def test_a_test_set_without_both_classes_is_refused_before_training():
+    binary = make_task("classification")
+    binary.check_test_cases([{"label": torch.tensor(k)} for k in (0, 1, 1)], "test split")
+    with pytest.raises(DataSourceError, match="test split: no class has both"):
+        binary.check_test_cases([{"label": torch.tensor(1)}] * 3, "test split")
+    multiclass = make_task("classification", num_classes=3, mode="multiclass")
+    multiclass.check_test_cases([{"label": torch.tensor(k)} for k in (0, 0, 2)], "test split")  # classes 0 and 2 defined
+    with pytest.raises(DataSourceError):
+        multiclass.check_test_cases([{"label": torch.tensor(2)}] * 2, "test split")
+    make_task("denoising").check_test_cases([], "test split")  # restoration: any test set
 
 
 def _correlated(rng, n, num_classes, noise):

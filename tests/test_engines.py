@@ -25,7 +25,8 @@ from monai_pso.engines import (
     load_weights,
     read_scale_factor,
 )
-from monai_pso.errors import MonaiPsoError
+from monai_pso.engines.bundle import image_size
+from monai_pso.errors import ConfigurationError, MonaiPsoError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -193,3 +194,16 @@ def test_failed_generation_leaves_no_output(tmp_path):
     with pytest.raises(RuntimeError):
         engine.run()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_conditioning_and_modality_settings_name_the_setting():
+    with pytest.raises(ConfigurationError, match="condition_mode='text'"):
+        Conditioning("text")
+    with pytest.raises(ConfigurationError, match="null_class"):
+        Conditioning("class")
+    with pytest.raises(ConfigurationError, match="condition_key='label'"):
+        Conditioning("class", "label", null_class=2).from_batch({"image": torch.zeros(1)}, "cpu")
+    with pytest.raises(ConfigurationError, match="modality='ultrasound'"):
+        image_size("ultrasound", 2)
+    with pytest.raises(ConfigurationError, match="modality='xray': has no 3D"):
+        image_size("xray", 3)

@@ -25,23 +25,21 @@ from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
 from monai.networks.schedulers import DDIMScheduler
 from PIL import Image
 
-from monai_pso.audit.ledger import verify_ledger
-from monai_pso.engines.pipeline import configure_bundle
+from monai_pso.release.ledger import verify_ledger
+from monai_pso.engines.bundle_runs import configure_bundle
 from monai_pso.cli.main import main
 from monai_pso.data import load_image, load_source
 from monai_pso.engines import (
     GenerationWorkflow,
     GuidanceSchedule,
     LatentDiffusionSampler,
-    ReleaseWriter,
     derive_seed,
     diversity_requests,
     generation_requests,
-    guard_paths,
     pooled_features,
-    privacy_guard,
 )
-from monai_pso.guard import build_default_guard
+from monai_pso.guard import build_guard
+from monai_pso.release import GuardedRelease, open_release
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -57,9 +55,9 @@ TINY_BUNDLE = {
 
 @pytest.fixture(scope="module")
 def guard(tmp_path_factory):
-    """The default two-check guard of the phantom's train split, saved as a bundle's ``privacy`` folder."""
+    """The default two-check guard folder of the phantom's train split (a bundle's ``privacy`` folder)."""
     folder = tmp_path_factory.mktemp("privacy")
-    checker = build_default_guard(SOURCE, split="val", out_dir=folder, progress=False, n_bootstrap=200)
+    checker = build_guard(SOURCE, folder, progress=False, n_bootstrap=200)
     training = np.stack([load_image(r) for r in load_source(SOURCE).split("train")])
     return folder, checker, training
 
@@ -104,7 +102,7 @@ def released_images(release: Path) -> tuple[list[str], np.ndarray]:
 def assert_certified(release: Path, checker, training: np.ndarray) -> None:
     """Every released file lies at least tau from every training image in every check (float64 brute force)."""
     ids, images = released_images(release)
-    assert len(ids) == json.loads((release / "manifest.json").read_text())["n_released"]
+    assert len(ids) == open_release(release).counts["released"]  # the schema check of every release, too
     assert sorted(p.relative_to(release).as_posix() for p in (release / "images").iterdir()) == sorted(f"images/{i}.png" for i in ids)
     if not ids:
         return
@@ -114,12 +112,19 @@ def assert_certified(release: Path, checker, training: np.ndarray) -> None:
     assert passed.all()
 
 
-def audit_rows(release: Path) -> dict[str, list[dict]]:
+def draw_rows(release: Path) -> dict[str, list[dict]]:
+    """Per item, its rows of ``draws.csv`` (one per draw)."""
     rows: dict[str, list[dict]] = {}
-    with (release / "audit.csv").open(newline="") as stream:
+    with (release / "draws.csv").open(newline="") as stream:
         for row in csv.DictReader(stream):
-            rows.setdefault(row["sample_id"], []).append(row)
+            rows.setdefault(row["item"], []).append(row)
     return rows
+
+
+def item_rows(release: Path) -> dict[str, dict]:
+    """``audit.csv``: one row per item."""
+    with (release / "audit.csv").open(newline="") as stream:
+        return {row["item"]: row for row in csv.DictReader(stream)}
 
 
 def test_planted_copies_never_reach_the_release(guard, tmp_path):
@@ -129,46 +134,48 @@ def test_planted_copies_never_reach_the_release(guard, tmp_path):
     stubborn = {derive_seed(5, a) for a in range(schedule.total_attempts)}  # request 5: a copy at every draw
     sampler = PlantingSampler(tiny_sampler(), lambda seed, _: copies.get(seed, training[2] if seed in stubborn else None))
     workflow = GenerationWorkflow(sampler, generation_requests(8), batch_size=4, schedule=schedule)
-    writer = ReleaseWriter(tmp_path / "release", "png", ledger_dir=folder / "pixel" / "index")
-    guard_handler = privacy_guard(*guard_paths(folder), workflow, writer.staging_dir, fmt="png", salt_file=writer.salt_file)
-    guard_handler.attach(workflow)
-    writer.attach(workflow)
+    GuardedRelease(folder, workflow, tmp_path / "release", "png").attach(workflow)
     workflow.run()
 
     release = tmp_path / "release"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["release", "release.salt"]  # no staging folder left
-    assert {"audit.csv", "summary.json", "distances.png", "manifest.json", "images"} <= {p.name for p in release.iterdir()}
+    assert {"audit.csv", "draws.csv", "summary.json", "distances.png", "manifest.json", "images"} <= {p.name for p in release.iterdir()}
     assert_certified(release, checker, training)
     summary = json.loads((release / "summary.json").read_text())
-    counts, rows = summary["counts"], audit_rows(release)
-    assert set(summary["checks"]) == {"pixel", "pixel-tiles"}
-    assert summary["dropped"] == ["synthetic-00005"] and counts["dropped"] == 1
-    assert [r["decision"] for r in rows["synthetic-00005"]] == ["rejected", "rejected", "dropped"]  # bounded: 3 draws
-    assert all(len(r) <= schedule.total_attempts for r in rows.values())
+    counts, generation, draws, items = summary["counts"], summary["generation"], draw_rows(release), item_rows(release)
+    assert set(summary["checks"]) == {"pixel", "pixel-tiles"} and len(items) == counts["requested"] == 8
+    assert generation["dropped"] == ["synthetic-00005"] and counts["dropped"] == 1 == counts["too_close"]
+    assert [r["outcome"] for r in draws["synthetic-00005"]] == ["redrawn", "redrawn", "dropped"]  # bounded: 3 draws
+    assert items["synthetic-00005"]["released"] == "false" and items["synthetic-00005"]["draws"] == "3"
+    assert all(len(r) <= schedule.total_attempts and int(items[i]["draws"]) == len(r) for i, r in draws.items())
+    assert counts["draws"] == sum(len(r) for r in draws.values()) == generation["counts"]["checks"]
     for planted in ("synthetic-00001", "synthetic-00003"):
-        assert rows[planted][0]["decision"] == "rejected" and float(rows[planted][0]["nn_distance"]) < float(rows[planted][0]["threshold"])
-    assert counts["first_attempt_rejected"] >= 3 and counts["regenerated"] == sum(r["decision"] == "rejected" for v in rows.values() for r in v)
+        assert draws[planted][0]["outcome"] == "redrawn" and float(draws[planted][0]["nn_distance"]) < float(draws[planted][0]["threshold"])
+    assert generation["counts"]["first_attempt_rejected"] >= 3
+    assert generation["counts"]["regenerated"] == sum(r["outcome"] == "redrawn" for v in draws.values() for r in v)
+    for row in items.values():  # the decision rule, row by row, for the deciding check and for every check
+        assert (float(row["nn_distance"]) >= float(row["threshold"])) == (row["released"] == "true")
+        assert (row["released"] == "true") == all(row[f"{c}_decision"] == "pass" for c in ("pixel", "pixel-tiles"))
     manifest = json.loads((release / "manifest.json").read_text())
-    released = {item["item_id"]: item for item in manifest["items"]}
+    released = {item["item"]: item for item in manifest["items"]}
     assert counts["released"] == len(released) == 8 - counts["dropped"] and "synthetic-00005" not in released
     assert all(released[i]["attempt"] >= 1 for i in ("synthetic-00001", "synthetic-00003") if i in released)
     assert manifest["index_fingerprint"] == checker.checks[0].index_fingerprint and manifest["threshold"] == checker.checks[0].tau
     entries = verify_ledger(folder / "pixel" / "index")
     assert entries[-1].command == "generate" and entries[-1].release_path == str(release.resolve())
-    print(f"\nrequested 8: released {counts['released']}, redrawn {counts['regenerated']}, dropped {counts['dropped']}, "
-          f"rejection rate {summary['rejection_rate']:.0%}, tau {checker.taus}")
+    print(f"\nrequested 8: released {counts['released']}, redrawn {generation['counts']['regenerated']}, dropped {counts['dropped']}, "
+          f"rejection rate {generation['rejection_rate']:.0%}, tau {checker.taus}")
 
 
 def test_a_failed_run_releases_nothing(guard, tmp_path):
     folder, checker, training = guard
     workflow = GenerationWorkflow(PlantingSampler(tiny_sampler(), lambda seed, _: np.full((1, 16, 16), np.nan) if seed == 6 else None),
                                   generation_requests(8), batch_size=4)
-    writer = ReleaseWriter(tmp_path / "release", "png")
-    privacy_guard(*guard_paths(folder), workflow, writer.staging_dir, fmt="png", salt_file=writer.salt_file).attach(workflow)
-    writer.attach(workflow)
+    entries = len(verify_ledger(folder / "pixel" / "index"))
+    GuardedRelease(folder, workflow, tmp_path / "release", "png").attach(workflow)
     with pytest.raises(Exception, match="NaN"):
         workflow.run()  # the first batch passed; the second holds a NaN image
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [] and len(verify_ledger(folder / "pixel" / "index")) == entries
 
 
 def test_diversity_scheme_lowers_guidance_before_dropping(guard, tmp_path):
@@ -181,19 +188,17 @@ def test_diversity_scheme_lowers_guidance_before_dropping(guard, tmp_path):
     plant = lambda seed, scale: next((image for s, image in sources.items() if (s - 10) % 2 == 0 and scale > 1.0 and seed in
                                       {derive_seed(s, a) for a in range(schedule.total_attempts)}), None)  # noqa: E731
     workflow = GenerationWorkflow(PlantingSampler(tiny_sampler(context_dim=16), plant), requests, batch_size=4, schedule=schedule)
-    writer = ReleaseWriter(tmp_path / "release", "png", ledger_dir=None)
-    privacy_guard(*guard_paths(folder), workflow, writer.staging_dir, fmt="png").attach(workflow)
-    writer.attach(workflow)
+    GuardedRelease(folder, workflow, tmp_path / "release", "png", record=False).attach(workflow)
     workflow.run()
 
     release = tmp_path / "release"
     assert_certified(release, checker, training)
-    items = {i["item_id"]: i for i in json.loads((release / "manifest.json").read_text())["items"]}
+    items = {i["item"]: i for i in json.loads((release / "manifest.json").read_text())["items"]}
     assert {i["source_item"] for i in items.values()} <= {d["item_id"] for d in datalist}
     for k, request in enumerate(requests):
-        rows = audit_rows(release)[request["item_id"]]
+        rows = draw_rows(release)[request["item_id"]]
         if k % 2 == 0:  # copies at 3.0 and 2.0, released at the floor (or dropped there)
-            assert [r["decision"] for r in rows[:2]] == ["rejected", "rejected"] and len(rows) == 3
+            assert [r["outcome"] for r in rows[:2]] == ["redrawn", "redrawn"] and len(rows) == 3
             assert request["item_id"] not in items or items[request["item_id"]]["guidance_scale"] == 1.0
 
 
@@ -230,9 +235,7 @@ def test_generate_cli_and_gate_share_the_ledger_and_the_cumulative_audit_reads_i
     assert (tmp_path / "generated.salt").is_file()
 
     candidates = "phantom:2d?patients=4&acquisitions=1&size=16&seed=77"
-    output = _invoke("gate", candidates, "--out", tmp_path / "gated",
-                     "--index", index, "--threshold", bundle / "privacy" / "pixel" / "threshold.json",
-                     "--index", bundle / "privacy" / "pixel-tiles" / "index", "--threshold", bundle / "privacy" / "pixel-tiles" / "threshold.json")
+    output = _invoke("gate", candidates, "--out", tmp_path / "gated", "--guard", bundle / "privacy")
     assert "ledger:  entry 2" in output
     entries = verify_ledger(index)
     assert [(e.seq, e.command) for e in entries] == [(1, "generate"), (2, "gate")]
@@ -252,7 +255,7 @@ def test_bundle_inference_config_runs_through_monai_bundle_run(trained_bundles, 
     run(config_file=files, n=3, num_inference_steps=2, output_dir=str(tmp_path / "release"), record_in_ledger=False)
     manifest = json.loads((tmp_path / "release" / "manifest.json").read_text())
     assert manifest["command"] == "generate" and set(manifest["checks"]) == {"pixel", "pixel-tiles"}
-    assert set(manifest["checkpoints"]) == {"autoencoder", "diffusion"} and manifest["counts"]["generated"] == 3
+    assert set(manifest["provenance"]["checkpoints"]) == {"autoencoder", "diffusion"} and manifest["counts"]["requested"] == 3
     assert_certified(tmp_path / "release", checker, training)
 
 
@@ -261,7 +264,7 @@ def test_generate_cli_diversity_one_image_per_training_image(trained_bundles, gu
     _invoke("generate", "--bundle", trained_bundles["diversity"], "--diversity", "--n", 3, "--out", tmp_path / "release", "--steps", 2)
     manifest = json.loads((tmp_path / "release" / "manifest.json").read_text())
     first = [r.item_id for r in load_source(SOURCE).split("train")][:3]
-    assert manifest["counts"]["generated"] == 3 and {i["source_item"] for i in manifest["items"]} <= set(first)
+    assert manifest["counts"]["requested"] == 3 and {i["source_item"] for i in manifest["items"]} <= set(first)
     assert all(len(i["condition"]) == 16 for i in manifest["items"])  # 4 x 4 pooled features
     assert_certified(tmp_path / "release", checker, training)
 
@@ -270,7 +273,7 @@ def test_generate_refuses_a_bundle_without_its_guard(trained_bundles, tmp_path):
     bundle = tmp_path / "ldm_2d"
     shutil.copytree(trained_bundles["plain"], bundle, ignore=shutil.ignore_patterns("privacy"))
     result = CliRunner().invoke(main, ["generate", "--bundle", str(bundle), "--n", "2", "--out", str(tmp_path / "release")])
-    assert result.exit_code == 2 and "reference index not found" in result.output
+    assert result.exit_code == 2 and "guard description not found" in result.output
     assert not (tmp_path / "release").exists() and not (tmp_path / "release.salt").exists()
 
 

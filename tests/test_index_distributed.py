@@ -9,8 +9,8 @@ import textwrap
 
 import numpy as np
 import pytest
-from ddp_support import free_port
 
+from ddp_support import free_port
 from monai_pso.embed.base import Embedding
 from monai_pso.index import ReferenceIndex, shards_for_rank
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from monai_pso.embed.base import Embedding
-from monai_pso.errors import ImageValueError
+from monai_pso.errors import ConfigurationError, ImageValueError
 from monai_pso.index import ReferenceIndex, available_backends
+from monai_pso.index.backends import get_backend
 from monai_pso.index.exact import pair_distances
 
 BACKENDS = [b for b in ("faiss-cpu", "torch-cpu", "torch-cuda", "faiss-gpu") if b in available_backends()]
@@ -160,6 +161,19 @@ def test_bad_queries_are_refused():
         index.nearest(np.zeros((1, 12), np.float32))
     with pytest.raises(ImageValueError, match="no valid vector"):
         index.any_item_within(Embedding(np.zeros((1, 2, 130), np.float32), np.zeros((1, 2), bool)), 1.0)
+
+
+def test_bad_search_settings_name_the_setting():
+    index = make_index(np.eye(4, 130, dtype=np.float32))
+    queries = np.zeros((1, 130), np.float32)
+    for call, message in (
+        (lambda: index.nearest(queries, k=0), "k=0"),
+        (lambda: index.any_within(queries, -1.0), "tau=-1.0"),
+        (lambda: index.any_within(queries, 1.0, strategy="fast"), "strategy='fast'"),
+        (lambda: get_backend("tpu"), "backend='tpu'"),
+    ):
+        with pytest.raises(ConfigurationError, match=message):
+            call()
 
 
 def test_pair_distances_is_the_canonical_float64_formula():

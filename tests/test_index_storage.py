@@ -244,7 +244,7 @@ def test_fingerprint_is_recorded_at_save_and_checked_at_load(tmp_path):
 
 
 def test_rebuilding_an_index_never_drops_its_release_ledger(tmp_path):
-    from monai_pso.audit.ledger import LEDGER_FILES, append_entry, verify_ledger
+    from monai_pso.release.ledger import LEDGER_FILES, append_entry, verify_ledger
 
     index, queries = random_index(shard_rows=450)
     folder = index.save(tmp_path / "index")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from monai_pso.data import PRESETS, IntensityPreset, IntensityPresetd
-from monai_pso.errors import ImageValueError
+from monai_pso.errors import ConfigurationError, ImageValueError
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -55,5 +55,5 @@ def test_dictionary_version_reads_preset_per_item():
 
 
 def test_unknown_preset_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown intensity preset"):
+    with pytest.raises(ConfigurationError, match="preset='hounsfield': unknown intensity preset"):
         IntensityPreset("hounsfield")

@@ -31,18 +31,32 @@ def orthanc(tmp_path_factory) -> OrthancServer:
         yield server
 
 
-def _release(folder: Path, items: dict[str, tuple[tuple[int, ...], bool]], seed: int = 0) -> dict[str, list[Path]]:
-    """A release folder as the gate writes it: DICOM per item and audit.csv saying which are released."""
+@pytest.fixture(scope="module")
+def checker(tmp_path_factory):
+    """A small real guard (phantom CT at 8 x 8 pixels): the release builder needs one."""
+    from monai_pso.guard import build_guard
+
+    return build_guard("phantom:2d?patients=8&acquisitions=2&size=8&modality=ct", tmp_path_factory.mktemp("guard"), n_bootstrap=20, progress=False)
+
+
+def _release(checker, folder: Path, items: dict[str, tuple[tuple[int, ...], bool]], seed: int = 0) -> dict[str, list[Path]]:
+    """A release written by the release builder: noise images (far from the phantom) decided by the guard,
+    the decision forced to ``released`` as asked; refused items' files are then written into the folder by
+    hand (as a mistaken copy would), so that export must refuse them."""
+    from monai_pso.release import ReleaseBuilder
+
     rng = np.random.default_rng(seed)
-    written = {
-        item: write_dicom(rng.random(shape, dtype=np.float32), folder / item, modality="ct", spacing=None, certificate=CERTIFICATE)
-        for item, (shape, _) in items.items()
-    }
-    with (folder / "audit.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, ["item", "nn_distance", "threshold", "released", "nearest_patient_hash"])
-        writer.writeheader()
+    images = {item: rng.random(shape, dtype=np.float32) for item, (shape, _) in items.items()}
+    with ReleaseBuilder(folder, checker, "dicom", modality="ct", record=False) as builder:
+        decided = builder.checker.decide(rng.random((1, 1, 8, 8), dtype=np.float32)).row(0)  # noise: far from the phantom
+        assert decided["released"]
         for item, (_, released) in items.items():
-            writer.writerow({"item": item, "nn_distance": 0.35, "threshold": 0.2, "released": str(released).lower(), "nearest_patient_hash": "h"})
+            builder.add(item, {**decided, "released": released, "outcome": "released" if released else "too_close"}, images[item])
+        builder.finish()
+    written = {}
+    for item, (_, released) in items.items():
+        stem = folder / "images" / item
+        written[item] = sorted(stem.parent.glob(f"{item}.dcm")) + sorted(stem.glob("*.dcm")) if released else write_dicom(images[item], stem, modality="ct", spacing=None, certificate=CERTIFICATE)
     return written
 
 
@@ -60,8 +74,8 @@ def _in_pacs(server: OrthancServer, sop_instance_uid: str) -> bool:
         return bool(find(assoc, "IMAGE", {"SOPInstanceUID": sop_instance_uid}))
 
 
-def test_round_trip_export_verify_fetch(orthanc, tmp_path):
-    written = _release(tmp_path / "release", {"vol-1": ((1, 3, 16, 12), True), "img-2": ((1, 16, 12), True)})
+def test_round_trip_export_verify_fetch(orthanc, tmp_path, checker):
+    written = _release(checker, tmp_path / "release", {"vol-1": ((1, 3, 16, 12), True), "img-2": ((1, 16, 12), True)})
     result = _cli("export", tmp_path / "release", *_pacs_args(orthanc))
     assert result.exit_code == 0, result.output
     assert "verified by C-FIND: 4" in result.output and "refused (not sent): 0" in result.output
@@ -78,13 +92,13 @@ def test_round_trip_export_verify_fetch(orthanc, tmp_path):
         assert path.relative_to(tmp_path / "fetched").parts[:2] == (ds.PatientID, ds.StudyInstanceUID)
         np.testing.assert_array_equal(ds.pixel_array, sent[ds.SOPInstanceUID].pixel_array)
         assert ds.ImageComments == sent[ds.SOPInstanceUID].ImageComments
-        assert PrivacyCertificate.read_from(ds) == PrivacyCertificate.from_mapping(CERTIFICATE)
+        assert PrivacyCertificate.read_from(ds) == PrivacyCertificate.read_from(sent[ds.SOPInstanceUID]) and PrivacyCertificate.read_from(ds).passed
 
 
-def test_fetched_folder_is_a_source(orthanc, tmp_path):
+def test_fetched_folder_is_a_source(orthanc, tmp_path, checker):
     from monai_pso.data import load_source
 
-    written = _release(tmp_path / "release", {"vol": ((1, 4, 8, 8), True)}, seed=1)
+    written = _release(checker, tmp_path / "release", {"vol": ((1, 4, 8, 8), True)}, seed=1)
     assert _cli("export", tmp_path / "release", *_pacs_args(orthanc)).exit_code == 0
     study = pydicom.dcmread(written["vol"][0]).StudyInstanceUID
     assert _cli("fetch", *_pacs_args(orthanc), "--query", f"StudyInstanceUID={study}", "--out", tmp_path / "fetched").exit_code == 0
@@ -92,12 +106,11 @@ def test_fetched_folder_is_a_source(orthanc, tmp_path):
     assert record.modality == "ct" and len(record.image) == 4
 
 
-def test_only_released_synthetic_files_leave(orthanc, tmp_path):
+def test_only_released_synthetic_files_leave(orthanc, tmp_path, checker):
     release = tmp_path / "release"
-    written = _release(release, {"passed": ((1, 8, 8), True), "too-close": ((1, 2, 8, 8), False), "patient": ((1, 8, 8), True)})
-    stray = write_dicom(np.zeros((1, 8, 8)), release / "not-audited", modality="ct", spacing=None, certificate=CERTIFICATE)
+    written = _release(checker, release, {"passed": ((1, 8, 8), True), "too-close": ((1, 2, 8, 8), False), "patient": ((1, 8, 8), True)})
+    stray = write_dicom(np.zeros((1, 8, 8)), release / "images" / "not-audited", modality="ct", spacing=None, certificate=CERTIFICATE)
     patient = pydicom.dcmread(written["patient"][0])  # a released name, but no monai-pso certificate in it
-    del patient[PRIVATE_GROUP, 0x0010]
     for element in [e.tag for e in patient if e.tag.group == PRIVATE_GROUP]:
         del patient[element]
     patient.save_as(written["patient"][0])
@@ -105,45 +118,73 @@ def test_only_released_synthetic_files_leave(orthanc, tmp_path):
     result = _cli("export", release, *_pacs_args(orthanc))
     assert result.exit_code == 0, result.output
     assert "verified by C-FIND: 1" in result.output and "refused (not sent): 4" in result.output
-    assert "released=false" in result.output and "no entry in audit.csv" in result.output and "not a monai-pso synthetic" in result.output
+    assert "released=false" not in result.output  # a refused item has no file in the manifest: its planted files are strays
+    assert "not in manifest.json" in result.output and "sha256 differs" in result.output
     assert _in_pacs(orthanc, pydicom.dcmread(written["passed"][0]).SOPInstanceUID)
     for path in [*written["too-close"], *written["patient"], *stray]:
         assert not _in_pacs(orthanc, pydicom.dcmread(path).SOPInstanceUID), path.name
 
 
-def test_release_plan_matches_files_to_audit_items(tmp_path):
+def test_release_plan_refuses_changed_and_uncertified_files(tmp_path, checker):
     from monai_pso.pacs import plan_release
 
-    def write(stem: str, shape=(1, 4, 4), **certificate) -> list[Path]:
-        return write_dicom(np.zeros(shape), tmp_path / stem, modality="mri", spacing=None, certificate={**CERTIFICATE, **certificate})
-
-    nested, series, twice = write("images/flat"), write("vol", shape=(1, 2, 4, 4)), write("twice")
-    failing = write("close", nn_distance=0.1)  # the header certificate says it is below tau
-    (tmp_path / "audit.csv").write_text("item,released\nflat,true\nvol,TRUE\nclose,true\ntwice,true\ntwice,false\nabsent,true\n")
-    plan = plan_release(tmp_path)
-    assert sorted(plan.to_send) == sorted([("flat", nested[0]), *(("vol", path) for path in series)])
-    refused = dict(plan.refused)
-    assert "nn_distance=0.1 < tau=0.2" in refused[failing[0]] and refused[twice[0]] == "audit: released=false"
-    assert sorted(plan.missing) == ["absent", "close"]
+    written = _release(checker, tmp_path / "release", {"ok": ((1, 8, 8), True), "vol": ((1, 2, 8, 8), True), "bad": ((1, 8, 8), True)})
+    replaced = write_dicom(np.zeros((1, 8, 8)), tmp_path / "other", modality="ct", spacing=None, certificate={**CERTIFICATE, "nn_distance": 0.1})
+    written["bad"][0].write_bytes(replaced[0].read_bytes())  # same name, other content: a failing certificate
+    plan = plan_release(tmp_path / "release")
+    assert sorted(plan.to_send) == sorted([("ok", written["ok"][0]), *(("vol", path) for path in written["vol"])])
+    assert dict(plan.refused)[written["bad"][0]].startswith("changed since it was released") and plan.missing == ["bad"]
 
 
-def test_release_without_audit_sends_nothing(orthanc, tmp_path):
-    (tmp_path / "release").mkdir()
-    write_dicom(np.zeros((1, 8, 8)), tmp_path / "release" / "a", modality="ct", spacing=None, certificate=CERTIFICATE)
+def test_a_generated_dicom_release_reaches_the_pacs_redrawn_images_included(orthanc, tmp_path):
+    """``monai-pso generate --format dicom`` (a redraw planted) then ``monai-pso export``: C-FIND finds every released image."""
+    import csv as csv_module
+
+    from test_generate import PlantingSampler, tiny_sampler
+
+    from monai_pso.engines import GenerationWorkflow, GuidanceSchedule, generation_requests
+    from monai_pso.guard import build_guard
+    from monai_pso.release import GuardedRelease
+
+    source = "phantom:2d?patients=8&acquisitions=2&size=16&modality=ct&seed=5"
+    guard = build_guard(source, tmp_path / "guard", n_bootstrap=20, progress=False)
+    from monai_pso.data import load_image, load_source
+
+    training = load_image(load_source(source).split("train").records[0])
+    plant = lambda seed, _: training if seed == 2 else None  # noqa: E731  (request 2's first draw: a training image)
+    workflow = GenerationWorkflow(PlantingSampler(tiny_sampler(), plant), generation_requests(4), batch_size=2, schedule=GuidanceSchedule(attempts_per_level=3))
+    GuardedRelease(tmp_path / "guard", workflow, tmp_path / "release", "dicom", modality="ct").attach(workflow)
+    workflow.run()
+    draws = list(csv_module.DictReader((tmp_path / "release" / "draws.csv").open()))
+    redrawn = {row["item"] for row in draws if row["outcome"] == "redrawn"}
+    items = {row["item"]: row for row in csv_module.DictReader((tmp_path / "release" / "audit.csv").open())}
+    assert "synthetic-00002" in redrawn and items["synthetic-00002"]["released"] == "true"  # redrawn, then released
+    assert guard.names == ["pixel", "pixel-tiles"]
+
+    result = _cli("export", tmp_path / "release", *_pacs_args(orthanc))
+    assert result.exit_code == 0, result.output
+    released = [p for p in sorted((tmp_path / "release" / "images").rglob("*.dcm"))]
+    assert len(released) == sum(r["released"] == "true" for r in items.values()) and f"verified by C-FIND: {len(released)}" in result.output
+    assert all(_in_pacs(orthanc, pydicom.dcmread(path).SOPInstanceUID) for path in released)
+
+
+def test_release_without_audit_sends_nothing(orthanc, tmp_path, checker):
+    _release(checker, tmp_path / "release", {"a": ((1, 8, 8), True)})
+    (tmp_path / "release" / "audit.csv").unlink()
     result = _cli("export", tmp_path / "release", *_pacs_args(orthanc))
     assert result.exit_code == 2 and "audit.csv: missing" in result.output
     assert len(result.output.strip().splitlines()) == 1
 
 
-def test_unreachable_pacs_is_one_clear_line(tmp_path):
-    _release(tmp_path / "release", {"a": ((1, 8, 8), True)})
+def test_unreachable_pacs_is_one_clear_line(tmp_path, checker):
+    _release(checker, tmp_path / "release", {"a": ((1, 8, 8), True)})
     result = _cli("export", tmp_path / "release", "--pacs", f"127.0.0.1:{free_port()}", "--aet", "ME", "--no-progress")
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and "unreachable" in result.output and "refused" in result.output.lower()
 
 
-def test_wrong_called_aet_is_rejected(orthanc, tmp_path):
-    _release(tmp_path / "release", {"a": ((1, 8, 8), True)})
+def test_wrong_called_aet_is_rejected(orthanc, tmp_path, checker):
+    _release(checker, tmp_path / "release", {"a": ((1, 8, 8), True)})
     for command in (["export", tmp_path / "release"], ["fetch", "--query", "PatientID=x", "--out", tmp_path / "out"]):
         result = _cli(*command, *_pacs_args(orthanc, called_aet="NOT-ORTHANC"))
         assert result.exit_code == 2, result.output
@@ -156,9 +197,9 @@ def test_fetch_refuses_bad_queries(tmp_path, query, message):
     assert result.exit_code == 2 and message in result.output
 
 
-def test_calling_aet_unknown_to_the_pacs(orthanc, tmp_path):
+def test_calling_aet_unknown_to_the_pacs(orthanc, tmp_path, checker):
     """Orthanc stores from anyone but answers C-FIND / C-GET only to registered AE titles."""
-    _release(tmp_path / "release", {"a": ((1, 8, 8), True)})
+    _release(checker, tmp_path / "release", {"a": ((1, 8, 8), True)})
     args = ["--pacs", orthanc.address, "--aet", "STRANGER", "--called-aet", orthanc.aet, "--no-progress"]
     result = _cli("export", tmp_path / "release", *args)
     assert result.exit_code == 1 and "sent but NOT VERIFIED" in result.output and "'STRANGER'" in result.output
@@ -202,7 +243,7 @@ def test_pacs_pipeline_example(orthanc, tmp_path):
         decisions = {row["item"]: row["released"] == "true" for row in csv.DictReader(handle)}
     assert len(decisions) == 5 and 1 <= sum(decisions.values()) <= 3  # the training copies never pass
     for item, released in decisions.items():
-        files = sorted((tmp_path / "release").glob(f"{item}.dcm"))
+        files = sorted((tmp_path / "release" / "images").glob(f"{item}.dcm"))
         assert bool(files) == released
         for path in files:
             assert _in_pacs(orthanc, pydicom.dcmread(path).SOPInstanceUID)

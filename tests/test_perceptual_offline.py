@@ -13,7 +13,7 @@ from monai.utils import optional_import
 
 from monai_pso.engines import AutoencoderTrainer, offline_perceptual_loss
 from monai_pso.engines.losses import HUB_REPO_FOLDER
-from monai_pso.errors import DataSourceError
+from monai_pso.errors import ConfigurationError, DataSourceError
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 HUBCONF = '''
@@ -79,12 +79,12 @@ def test_hub_folder_without_the_repository_is_named_in_the_error(tmp_path):
         (2, "medicalnet_resnet10_23datasets", True, "3D network"),
         (2, "alex", False, "LPIPS"),
         (2, "resnet50", True, "would be downloaded"),
-        (2, "resnet", True, "unknown perceptual network_type"),
+        (2, "resnet", True, "network_type='resnet': unknown"),
     ],
 )
 def test_routes_that_would_download_or_cannot_work_are_refused(hub, spatial_dims, network_type, pretrained, message):
     weights = hub if network_type.startswith("medicalnet") else None
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigurationError, match=message):
         offline_perceptual_loss(spatial_dims, weights, network_type=network_type, pretrained=pretrained)
 
 

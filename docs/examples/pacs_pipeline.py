@@ -6,8 +6,10 @@
 1. load DICOM: ``load_source(DICOM_DIR)`` (any SOURCE works, e.g. ``"DICOM_DIR?normalize=none"``);
 2. MONAI transforms: load, intensity preset to [0, 1], resize to the index's image shape, then the
    generator (here a stand-in, Gaussian noise: put your model in :func:`generator`);
-3. the privacy gate: ``monai_pso.transforms.PrivacyGated`` (reference index + calibrated threshold);
-4. write DICOM: released images with ``write_dicom``, every decision in ``audit.csv``;
+3. the privacy gate: ``monai_pso.transforms.PrivacyGated`` (reference index + calibrated threshold), on
+   the values the DICOM file will hold;
+4. the release: ``monai_pso.release.ReleaseBuilder`` writes the released images as DICOM with their
+   certificates, every decision in ``audit.csv``, and publishes the folder after recording it in the ledger;
 5. export: ``export_release`` to the PACS (when ``--pacs`` is given).
 
 The gate only measures closeness to the training patients in the index: a real image of anyone else
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -27,15 +28,13 @@ import torch
 from monai.transforms import Compose, Lambdad, RandGaussianNoised, Resized
 from monai.utils import set_determinism
 
-from monai_pso.calibrate.threshold import Threshold
 from monai_pso.data import IntensityPresetd, LoadRecordImaged, load_source
-from monai_pso.data.dicom_writer import write_dicom
-from monai_pso.guard.audit_log import AuditLog
+from monai_pso.data.image_files import as_stored
+from monai_pso.guard import load_checker
 from monai_pso.index.reference import ReferenceIndex
 from monai_pso.pacs import PacsNode, export_release
+from monai_pso.release import ReleaseBuilder
 from monai_pso.transforms import PrivacyGated
-
-AUDIT_COLUMNS = ("item", "nn_distance", "threshold", "released")
 
 
 def generator(noise_std: float) -> list:
@@ -51,52 +50,31 @@ def loading() -> Compose:
     return Compose([LoadRecordImaged("image"), IntensityPresetd("image")])
 
 
-def generating_and_gating(index_dir: Path, threshold_json: Path, noise_std: float) -> Compose:
-    """Resize to the index's images, generate, and gate (records privacy_released, privacy_nn_distance)."""
+def generating_and_gating(index_dir: Path, checker, modality: str, noise_std: float) -> Compose:
+    """Resize to the index's images, generate, store as DICOM values, and gate (records ``privacy_decision``)."""
     image_shape = ReferenceIndex.load(index_dir).image_shape
     return Compose([
         Resized("image", spatial_size=image_shape),
         *generator(noise_std),
-        PrivacyGated(keys="image", index=index_dir, threshold=threshold_json, mode="flag"),
+        Lambdad("image", lambda image: torch.from_numpy(as_stored(np.asarray(image), "dicom", modality))),
+        PrivacyGated(keys="image", guard=checker, mode="flag"),
     ])
 
 
-def resized_spacing(spacing: tuple[float, ...] | None, before: tuple[int, ...], after: tuple[int, ...]) -> tuple[float, ...] | None:
-    """Spacing after resizing ``before`` voxels to ``after`` over the same field of view."""
-    if spacing is None:
-        return None
-    return tuple(s * b / a for s, b, a in zip(spacing, before, after))
-
-
 def run(source: str, index_dir: Path, threshold_json: Path, out: Path, noise_std: float = 0.02) -> int:
-    """Gate every image of ``source`` and write the released ones to ``out``; the number released."""
+    """Gate every image of ``source`` and release the ones that pass into ``out``; the number released."""
     set_determinism(seed=0)
-    threshold = Threshold.load(threshold_json)
-    load, gate = loading(), generating_and_gating(index_dir, threshold_json, noise_std)
-    release_id = f"pacs-pipeline-{uuid.uuid4().hex[:12]}"
-    out.mkdir(parents=True, exist_ok=True)
-    released = 0
-    with AuditLog(out / "audit.csv", AUDIT_COLUMNS) as audit:
-        for number, record in enumerate(load_source(source), start=1):
-            loaded = load(record.to_dict())
-            item = gate(loaded)
+    source = load_source(source)
+    modality = source.records[0].modality
+    checker = load_checker(index=index_dir, threshold=threshold_json)
+    load = loading()
+    with ReleaseBuilder(out, checker, "dicom", command="pacs-pipeline", source=source.description, modality=modality) as release:
+        gate = generating_and_gating(index_dir, release.checker, modality, noise_std)  # the release's salt
+        for number, record in enumerate(source, start=1):
+            item = gate(load(record.to_dict()))
             name = f"synthetic-{number:04d}"  # never the input's name: it may identify a patient
-            distance, passed = float(item["privacy_nn_distance"]), bool(item["privacy_released"])
-            audit.write(item=name, nn_distance=distance, threshold=float(item["privacy_threshold"]), released=passed)
-            if not passed:
-                continue
-            image = np.asarray(item["image"], dtype=np.float32)
-            certificate = {
-                "tau": threshold.value,
-                "nn_distance": distance,
-                "index_fingerprint": threshold.index_fingerprint,
-                "embedder_fingerprint": threshold.embedder_fingerprint,
-                "release_id": release_id,
-            }
-            spacing = resized_spacing(record.spacing, tuple(loaded["image"].shape[1:]), image.shape[1:])
-            write_dicom(image, out / name, modality=record.modality, spacing=spacing, certificate=certificate, preset=record.normalize)
-            released += 1
-    return released
+            release.add(name, item["privacy_decision"], np.asarray(item["image"], dtype=np.float32))
+        return release.finish().counts["released"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,11 +8,11 @@ from monai_pso.audit.copy_rate import CopyLevel, CopyRateRow, copy_levels, copy_
 from monai_pso.audit.dcr import DcrResult, dcr_holdout_test
 from monai_pso.audit.distances import EmbeddedImages, distance_matrix, embed_records, nearest
 from monai_pso.audit.intervals import Rate, Risk, percentile_interval, stratified_bootstrap
-from monai_pso.audit.ledger import LedgerEntry, append_entry, append_release, read_entries, verify_ledger
 from monai_pso.audit.membership import MembershipResult, membership_signal
 from monai_pso.audit.runner import AuditCohorts, AuditResult, AuditSettings, GuardReference, run_audit
 from monai_pso.audit.singling_out import SinglingOutResult, ball_radii, singled_out, singling_out_attack
 from monai_pso.errors import LedgerIntegrityError
+from monai_pso.release.ledger import LedgerEntry, append_entry, append_release, read_entries, verify_ledger
 
 __all__ = [
     "AuditCohorts",

@@ -55,7 +55,7 @@ def sample_patients(patients: Sequence[str], n: int, seed: int) -> list[str]:
     return sorted(pool[i] for i in chosen)
 
 
-def size_matched(first: "EmbeddedImages", second: "EmbeddedImages", seed: int) -> tuple["EmbeddedImages", "EmbeddedImages"]:
+def size_matched(first: EmbeddedImages, second: EmbeddedImages, seed: int) -> tuple[EmbeddedImages, EmbeddedImages]:
     """Both image sets cut to the same number of patients: the larger one subsampled (by ``seed``)."""
     n = min(len(first.patients()), len(second.patients()))
     return (

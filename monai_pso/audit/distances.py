@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from monai_pso.data import ImageRecord, load_image
 from monai_pso.embed.base import Embedder, Embedding
 from monai_pso.embed.distance import image_distances
+from monai_pso.errors import DataSourceError
 
 #: Upper bound on the entries of one chunk of the vector distance matrix (float64: 32 MB).
 CHUNK_ENTRIES = 4_000_000
@@ -67,13 +68,13 @@ class EmbeddedImages:
         """Patient ids in order of first appearance."""
         return list(dict.fromkeys(r.patient_id for r in self.records))
 
-    def subset(self, indices: Sequence[int] | np.ndarray) -> "EmbeddedImages":
+    def subset(self, indices: Sequence[int] | np.ndarray) -> EmbeddedImages:
         """The images at ``indices`` (in that order)."""
         idx = np.asarray(indices, dtype=np.int64)
         pick = lambda e: Embedding(e.vectors[idx], e.valid[idx])  # noqa: E731
         return EmbeddedImages([self.records[i] for i in idx], pick(self.reference), pick(self.query))
 
-    def select_patients(self, patients: Sequence[str]) -> "EmbeddedImages":
+    def select_patients(self, patients: Sequence[str]) -> EmbeddedImages:
         """Every image of the given patients."""
         wanted = set(patients)
         return self.subset([i for i, r in enumerate(self.records) if r.patient_id in wanted])
@@ -113,7 +114,7 @@ def embed_records(
     >>> train = embed_records(load_source("phantom:2d?size=32").split("train").records, create_embedder("pixel"))  # doctest: +SKIP
     """
     if not records:
-        raise ValueError("no images to embed")
+        raise DataSourceError(description, "no images to embed")
     own_queries = type(embedder).embed_queries is not Embedder.embed_queries
     references, queries = [], []
     with torch.no_grad():

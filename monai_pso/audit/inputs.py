@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from monai_pso.audit.ledger import LedgerEntry, verify_ledger
-from monai_pso.audit.manifest import check_unchanged, listed_files, manifest_threshold, read_manifest, release_fingerprints
 from monai_pso.data import DataSource, ImageRecord, load_image, load_source
 from monai_pso.data.records import SPLITS
 from monai_pso.embed.base import Embedder
 from monai_pso.errors import DataSourceError, FingerprintMismatchError
+from monai_pso.release.ledger import LedgerEntry, verify_ledger
+from monai_pso.release.manifest import check_unchanged, listed_files, manifest_threshold, read_manifest, release_fingerprints
 
 if TYPE_CHECKING:
     from monai_pso.index.reference import ReferenceIndex
@@ -65,7 +65,7 @@ class IndexReference:
     patient_ids: list[str]
     embedder_settings: dict[str, Any] | None
     embedder_fingerprint: str | None
-    index: "ReferenceIndex"
+    index: ReferenceIndex
 
 
 def read_index_reference(index_dir: str | Path) -> IndexReference:

@@ -19,6 +19,8 @@ from math import sqrt
 import numpy as np
 from scipy.stats import norm
 
+from monai_pso.errors import ConfigurationError
+
 
 def z_value(confidence: float) -> float:
     """The two-sided normal quantile of a ``confidence`` level (1.96 for 0.95).
@@ -29,7 +31,7 @@ def z_value(confidence: float) -> float:
     1.96
     """
     if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie strictly between 0 and 1, got {confidence}")
+        raise ConfigurationError(f"confidence={confidence!r}: must lie strictly between 0 and 1")
     return float(norm.ppf(0.5 * (1.0 + confidence)))
 
 
@@ -114,7 +116,7 @@ class Risk:
     error: float
 
     @classmethod
-    def from_rates(cls, attack: Rate, control: Rate) -> "Risk":
+    def from_rates(cls, attack: Rate, control: Rate) -> Risk:
         """``(a - c) / (1 - c)`` on the Wilson centres, error propagated to first order."""
         a, c = attack.centre, control.centre
         residual = (a - c) / (1.0 - c)

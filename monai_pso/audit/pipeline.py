@@ -27,6 +27,7 @@ from monai_pso.audit.inputs import (
 from monai_pso.audit.report import write_report
 from monai_pso.audit.runner import AuditCohorts, AuditResult, AuditSettings, GuardReference, run_audit
 from monai_pso.data import load_image
+from monai_pso.errors import ConfigurationError
 
 
 @dataclass
@@ -70,7 +71,7 @@ class AuditRequest:
 def audit_release(request: AuditRequest) -> AuditResult:
     """Run the audit the request describes and write its report to ``request.out_dir``."""
     if request.cumulative == (request.release_dir is not None):
-        raise ValueError("give either a release folder or cumulative=True")
+        raise ConfigurationError("release_dir, cumulative: give either a release folder or cumulative=True, not both")
     reference = read_index_reference(request.index_dir)
     entries = []
     if request.cumulative:

@@ -132,7 +132,8 @@ def render_html(report: Mapping[str, Any], result: AuditResult) -> str:
         _img(
             figures.distance_histogram(result.to_training, result.to_holdout),
             "DCR histogram",
-            "Distances from each released image to the nearest training image (a subsample with as many patients as the holdout) and to the nearest holdout image. Without leakage the two histograms overlap.",
+            "Distances from each released image to the nearest training image (a subsample with as many patients as the holdout) "
+            "and to the nearest holdout image. Without leakage the two histograms overlap.",
         ),
         _img(
             figures.singling_out_figure((so.attack.value, so.attack.ci), (so.control.value, so.control.ci), so.risk.value, so.risk.ci),

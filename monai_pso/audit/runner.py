@@ -23,7 +23,7 @@ from monai_pso.audit.singling_out import DEFAULT_QUANTILE, SinglingOutResult, si
 from monai_pso.audit.verdict import conclude
 from monai_pso.data import ImageRecord
 from monai_pso.embed.base import Embedder
-from monai_pso.errors import DataSourceError
+from monai_pso.errors import ConfigurationError, DataSourceError
 
 
 @dataclass
@@ -218,7 +218,7 @@ def run_audit(
     settings = settings or AuditSettings()
     guard = guard or GuardReference()
     if not embedders:
-        raise ValueError("an audit needs at least one embedder")
+        raise ConfigurationError("embedders: none given; an audit needs at least one embedder")
     cohorts.check()
     primary = embedders[0]
     sets = _embed_all(cohorts, primary, settings, ("release", "training", "holdout", "control"))

@@ -19,7 +19,7 @@ def _ci(bounds: tuple[float, float] | list[float]) -> str:
     return f"{bounds[0]:.2f}-{bounds[1]:.2f}"
 
 
-def leakage_findings(result: "AuditResult") -> list[str]:
+def leakage_findings(result: AuditResult) -> list[str]:
     """The tests that detect leakage, each as a short phrase with its figures (empty when none)."""
     level = f"{100 * result.settings.confidence:g}%"
     findings = []
@@ -38,7 +38,7 @@ def leakage_findings(result: "AuditResult") -> list[str]:
     return findings
 
 
-def conclude(result: "AuditResult") -> str:
+def conclude(result: AuditResult) -> str:
     """One line: the leakage found, or the bounds on what was not found.
 
     Examples

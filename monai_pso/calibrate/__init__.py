@@ -7,8 +7,6 @@ Examples
 
 from monai_pso.calibrate.calibration import calibrate_threshold
 from monai_pso.calibrate.distances import PatientDistances, holdout_distances, same_patient_distances
-from monai_pso.calibrate.measure import check_image_batch, nearest_training_items
-from monai_pso.calibrate.provenance import resolve_embedder
 from monai_pso.calibrate.threshold import RULES, Threshold, ThresholdPart
 
 __all__ = [
@@ -17,9 +15,6 @@ __all__ = [
     "Threshold",
     "ThresholdPart",
     "calibrate_threshold",
-    "check_image_batch",
     "holdout_distances",
-    "nearest_training_items",
-    "resolve_embedder",
     "same_patient_distances",
 ]

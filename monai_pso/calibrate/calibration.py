@@ -53,12 +53,12 @@ import numpy as np
 
 from monai_pso.calibrate.bootstrap import PatientResampler, bootstrap_percentile, percentile_interval
 from monai_pso.calibrate.distances import PatientDistances, holdout_distances, same_patient_distances
-from monai_pso.calibrate.provenance import index_manifest_digest, resolve_embedder
 from monai_pso.calibrate.threshold import RULES, Threshold, ThresholdPart
-from monai_pso.calibrate.views import QueryViews, default_query_views
 from monai_pso.data import DataSource, load_source
 from monai_pso.embed.base import Embedder
-from monai_pso.errors import DataSourceError, MonaiPsoError
+from monai_pso.embed.registry import resolve_embedder
+from monai_pso.embed.views import QueryViews, default_query_views
+from monai_pso.errors import ConfigurationError, DataSourceError, MonaiPsoError
 
 #: Below this many held-out patients the notes warn that the interval is wide.
 FEW_PATIENTS = 20
@@ -93,14 +93,14 @@ def _part(name: str, data: PatientDistances, percentile: float, replicates: np.n
 
 def _check_options(rule: str, holdout_percentile: float, same_percentile: float, n_bootstrap: int, near_duplicate_factor: float | None, confidence: float) -> None:
     if rule not in RULES:
-        raise MonaiPsoError(f"rule={rule!r}: choose one of {', '.join(RULES)}")
+        raise ConfigurationError(f"rule={rule!r}: choose one of {', '.join(RULES)}")
     for name, value in (("holdout_percentile", holdout_percentile), ("same_percentile", same_percentile)):
         if not 0.0 <= value <= 100.0:
-            raise MonaiPsoError(f"{name}={value}: must lie in [0, 100]")
+            raise ConfigurationError(f"{name}={value}: must lie in [0, 100]")
     if n_bootstrap < 1 or not 0.0 < confidence < 1.0:
-        raise MonaiPsoError(f"n_bootstrap={n_bootstrap}, confidence={confidence}: need n_bootstrap >= 1 and 0 < confidence < 1")
+        raise ConfigurationError(f"n_bootstrap={n_bootstrap}, confidence={confidence}: need n_bootstrap >= 1 and 0 < confidence < 1")
     if near_duplicate_factor is not None and not 0.0 <= near_duplicate_factor < 1.0:
-        raise MonaiPsoError(f"near_duplicate_factor={near_duplicate_factor}: must lie in [0, 1) or be None")
+        raise ConfigurationError(f"near_duplicate_factor={near_duplicate_factor}: must lie in [0, 1) or be None")
 
 
 def calibrate_threshold(
@@ -147,7 +147,7 @@ def calibrate_threshold(
         training images and are left out of the holdout percentile (``None`` keeps them).
     views
         Extra query-side views (translations, turns) every distance is measured with; ``None``:
-        :func:`~monai_pso.calibrate.views.default_query_views`. Recorded in the threshold.
+        :func:`~monai_pso.embed.views.default_query_views`. Recorded in the threshold.
     batch_size, progress
         Images per embedding call; progress bars.
 
@@ -226,7 +226,7 @@ def calibrate_threshold(
         embedder_fingerprint=embedder.fingerprint,
         embedder_name=embedder.name,
         index_fingerprint=index.fingerprint,
-        index_manifest_sha256=index_manifest_digest(index),
+        index_manifest_sha256=(getattr(index, "manifest", None) or {}).get("manifest_sha256"),
         query_views=views.to_dict(),
         sources={
             "training": index.source,

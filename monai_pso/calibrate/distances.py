@@ -1,7 +1,7 @@
 """The two distance distributions tau is calibrated from, one value per image, with the image's patient.
 
 - **Held-out distances**: for each image of patients the index has never seen, its distance to the
-  nearest training image (query side against the index, :func:`~monai_pso.calibrate.measure.nearest_training_items`).
+  nearest training image (query side against the index, :func:`~monai_pso.index.query.nearest_training_items`).
 - **Same-patient distances**: for each image of a patient with two or more images, its distance to the
   nearest *other* image of the same patient, with the same image-to-image definition (the minimum over
   the image's valid query-side vectors and the other image's valid reference-side vectors,
@@ -21,19 +21,19 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from monai_pso.calibrate.measure import check_image_batch, nearest_training_items
-from monai_pso.calibrate.views import QueryViews
-from monai_pso.data import DataSource, ImageRecord, load_image
+from monai_pso.data import DataSource, load_image, record_batches
 from monai_pso.embed.base import Embedder
 from monai_pso.embed.distance import image_distances
+from monai_pso.embed.views import QueryViews
 from monai_pso.errors import ImageValueError
+from monai_pso.index.query import check_image_batch, nearest_training_items
 
 
 @dataclass(frozen=True)
@@ -58,11 +58,11 @@ class PatientDistances:
     def n_patients(self) -> int:
         return len(set(self.patients.tolist()))
 
-    def subset(self, keep: np.ndarray) -> "PatientDistances":
+    def subset(self, keep: np.ndarray) -> PatientDistances:
         return PatientDistances(self.values[keep], self.patients[keep], self.sources)
 
     @classmethod
-    def concat(cls, parts: Sequence["PatientDistances"]) -> "PatientDistances":
+    def concat(cls, parts: Sequence[PatientDistances]) -> PatientDistances:
         parts = [p for p in parts if len(p)]
         if not parts:
             return cls(np.zeros(0), np.zeros(0, dtype=str), ())
@@ -71,24 +71,6 @@ class PatientDistances:
             np.concatenate([p.patients.astype(str) for p in parts]),
             tuple(s for p in parts for s in p.sources),
         )
-
-
-def record_batches(records: Sequence[ImageRecord], batch_size: int) -> Iterator[tuple[list[ImageRecord], np.ndarray]]:
-    """Records loaded in batches ``(B, 1, *spatial)``; a batch ends early where the image shape changes."""
-    chunk: list[ImageRecord] = []
-    images: list[np.ndarray] = []
-    for record in records:
-        try:
-            image = load_image(record)
-        except ImageValueError as error:
-            raise ImageValueError(f"{record.item_id}: {error}") from None
-        if images and (len(images) == batch_size or image.shape != images[0].shape):
-            yield chunk, np.stack(images)
-            chunk, images = [], []
-        chunk.append(record)
-        images.append(image)
-    if images:
-        yield chunk, np.stack(images)
 
 
 def holdout_distances(
@@ -116,7 +98,7 @@ def same_patient_distances(
     source
         The images (patients with a single image are skipped).
     views
-        Extra query-side views of each image (:class:`~monai_pso.calibrate.views.QueryViews`).
+        Extra query-side views of each image (:class:`~monai_pso.embed.views.QueryViews`).
     index
         When given, images are checked to fit it (shape, dimensionality).
     """

@@ -12,14 +12,14 @@ close and is not released; ``>= value`` passes.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from monai_pso import __version__
-from monai_pso.calibrate.views import QueryViews
-from monai_pso.errors import DataSourceError, FingerprintMismatchError
+from monai_pso.embed.views import QueryViews
+from monai_pso.errors import ConfigurationError, DataSourceError, FingerprintMismatchError
 from monai_pso.io import read_json, write_json_atomically
 
 #: Written into every threshold file; :meth:`Threshold.load` refuses other formats.
@@ -64,7 +64,7 @@ class ThresholdPart:
     sources: tuple[str, ...] = ()
 
     @classmethod
-    def from_dict(cls, content: dict[str, Any]) -> "ThresholdPart":
+    def from_dict(cls, content: dict[str, Any]) -> ThresholdPart:
         return cls(**{**content, "interval": tuple(content["interval"]), "sources": tuple(content.get("sources", ()))})
 
 
@@ -106,7 +106,7 @@ class Threshold:
     index_manifest_sha256
         The ``manifest_sha256`` of the saved index, when it was loaded from disk.
     query_views
-        The extra query-side views distances are measured with (:class:`~monai_pso.calibrate.views.QueryViews`
+        The extra query-side views distances are measured with (:class:`~monai_pso.embed.views.QueryViews`
         as a dict); the gate uses the same.
     sources
         Descriptions of the training, holdout and same-patient data.
@@ -148,9 +148,9 @@ class Threshold:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.value) and self.value > 0):
-            raise ValueError(f"threshold value must be a positive finite number, got {self.value!r}")
+            raise ConfigurationError(f"threshold value={self.value!r}: must be a positive finite number")
         if self.rule not in RULES or self.applied_rule not in RULES:
-            raise ValueError(f"rule must be one of {', '.join(RULES)}")
+            raise ConfigurationError(f"rule={self.rule!r}, applied_rule={self.applied_rule!r}: each must be one of {', '.join(RULES)}")
 
     @property
     def views(self) -> QueryViews:
@@ -170,7 +170,7 @@ class Threshold:
         return {"format": THRESHOLD_FORMAT, "decision": "released only when nn_distance >= value", **content}
 
     @classmethod
-    def from_dict(cls, content: dict[str, Any]) -> "Threshold":
+    def from_dict(cls, content: dict[str, Any]) -> Threshold:
         values = {k: v for k, v in content.items() if k not in ("format", "decision")}
         values["holdout"] = ThresholdPart.from_dict(values["holdout"])
         values["same"] = ThresholdPart.from_dict(values["same"]) if values.get("same") else None
@@ -186,7 +186,7 @@ class Threshold:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | Path, embedder: Any = None, index: Any = None) -> "Threshold":
+    def load(cls, path: str | Path, embedder: Any = None, index: Any = None) -> Threshold:
         """Read a threshold file; refuse it when it was made for another embedder or index.
 
         Parameters
@@ -226,10 +226,6 @@ class Threshold:
                 f"{location}: threshold was calibrated against index {self.index_fingerprint[:12]}, "
                 f"not {index.fingerprint[:12]}; calibrate again for this index"
             )
-
-    def with_notes(self, *notes: str) -> "Threshold":
-        """A copy with more notes."""
-        return replace(self, notes=self.notes + tuple(notes))
 
     def describe(self) -> str:
         """A few lines for the terminal: tau, its parts with intervals, the utility cost."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from monai_pso.data.records import SPLITS
+from monai_pso.cli.options import SPLITS, threads_option
 
 #: Splits a holdout or control cohort can be taken from (``all``: every record of the SOURCE).
 COHORT_SPLITS = (*SPLITS, "all")
@@ -26,7 +26,8 @@ COHORT_SPLITS = (*SPLITS, "all")
 @click.option("--confidence", type=click.FloatRange(0.5, 0.999), default=0.95, show_default=True, help="Level of every interval.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of patient subsamples and bootstrap.")
 @click.option("--bootstrap", type=click.IntRange(100), default=1000, show_default=True, help="Bootstrap resamples (membership AUC).")
-def audit(release_dir, index_dir, holdout, holdout_split, control, control_split, out_dir, embedders, training, cumulative, confidence, seed, bootstrap) -> None:
+@threads_option
+def audit(release_dir, index_dir, holdout, holdout_split, control, control_split, out_dir, embedders, training, cumulative, confidence, seed, bootstrap, threads) -> None:
     """Measure the privacy risk left in RELEASE_DIR: DCR holdout test, singling out, membership, copy rates.
 
     Writes REPORT_DIR/report.json, report.md and report.html (self-contained). Works for releases of any
@@ -36,6 +37,7 @@ def audit(release_dir, index_dir, holdout, holdout_split, control, control_split
         raise click.UsageError("give RELEASE_DIR, or --cumulative to audit every release in the ledger (not both)")
     from monai_pso.audit.pipeline import AuditRequest, audit_release
     from monai_pso.audit.runner import AuditSettings
+    from monai_pso.threads import cpu_threads
 
     request = AuditRequest(
         index_dir=index_dir,
@@ -50,6 +52,7 @@ def audit(release_dir, index_dir, holdout, holdout_split, control, control_split
         training=training,
         settings=AuditSettings(confidence=confidence, seed=seed, n_resamples=bootstrap),
     )
-    result = audit_release(request)
+    with cpu_threads(threads):
+        result = audit_release(request)
     click.echo(result.conclusion)
     click.echo(f"report: {Path(out_dir) / 'report.html'}")

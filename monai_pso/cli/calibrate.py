@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from monai_pso.calibrate.threshold import RULES
+from monai_pso.cli.options import THRESHOLD_RULES, threads_option
 
 
 def _float_list(text: str | None) -> tuple[float, ...] | None:
@@ -23,7 +23,7 @@ def _float_list(text: str | None) -> tuple[float, ...] | None:
 @click.option("--holdout", required=True, help="SOURCE with patients the index has never seen.")
 @click.option("--split", default="val", show_default=True, help="Split(s) of the holdout to use, comma-separated ('all' for every split).")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Threshold JSON to write.")
-@click.option("--rule", type=click.Choice(RULES), default="max", show_default=True, help="max: stricter of holdout and same-patient; or one of them.")
+@click.option("--rule", type=click.Choice(THRESHOLD_RULES), default="max", show_default=True, help="max: stricter of holdout and same-patient; or one of them.")
 @click.option("--holdout-percentile", default=5.0, show_default=True, type=click.FloatRange(0, 100), help="Low percentile of held-out nearest distances.")
 @click.option("--same-percentile", default=95.0, show_default=True, type=click.FloatRange(0, 100), help="High percentile of same-patient distances.")
 @click.option("--near-duplicate-factor", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="Held-out images closer than this x the median are near-duplicates, left out of the percentile.")
@@ -34,6 +34,7 @@ def _float_list(text: str | None) -> tuple[float, ...] | None:
 @click.option("--embedder-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None, help="The saved embedder that built the index (reid / latent).")
 @click.option("--n-bootstrap", default=1000, show_default=True, type=click.IntRange(min=1), help="Patient bootstrap replicates.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Bootstrap seed.")
+@threads_option
 def calibrate(
     index_dir: Path,
     holdout: str,
@@ -50,14 +51,17 @@ def calibrate(
     embedder_dir: Path | None,
     n_bootstrap: int,
     seed: int,
+    threads: int,
 ) -> None:
     """Calibrate tau for the index in INDEX_DIR on held-out patients and write it to OUT.
 
     Prints tau, its two parts with bootstrap intervals, and the share of held-out real images tau rejects.
     """
-    from monai_pso.calibrate import calibrate_threshold, resolve_embedder
-    from monai_pso.calibrate.views import QueryViews, default_query_views
+    from monai_pso.calibrate import calibrate_threshold
+    from monai_pso.embed.registry import resolve_embedder
+    from monai_pso.embed.views import QueryViews, default_query_views
     from monai_pso.index import ReferenceIndex
+    from monai_pso.threads import cpu_threads
 
     reference = ReferenceIndex.load(index_dir)
     embedder = resolve_embedder(reference, embedder_dir=embedder_dir)
@@ -65,20 +69,21 @@ def calibrate(
     if max_shift is not None or rotations is not None:
         default = default_query_views(embedder, len(reference.image_shape or (0, 0)))
         views = QueryViews(default.max_shift if max_shift is None else max_shift, default.rotations if rotations is None else _float_list(rotations))
-    threshold = calibrate_threshold(
-        reference,
-        embedder,
-        holdout,
-        split=None if split == "all" else split.split(","),
-        holdout_percentile=holdout_percentile,
-        same_percentile=same_percentile,
-        rule=rule,
-        n_bootstrap=n_bootstrap,
-        seed=seed,
-        training=training,
-        near_duplicate_factor=None if keep_near_duplicates else near_duplicate_factor,
-        views=views,
-    )
+    with cpu_threads(threads):
+        threshold = calibrate_threshold(
+            reference,
+            embedder,
+            holdout,
+            split=None if split == "all" else split.split(","),
+            holdout_percentile=holdout_percentile,
+            same_percentile=same_percentile,
+            rule=rule,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+            training=training,
+            near_duplicate_factor=None if keep_near_duplicates else near_duplicate_factor,
+            views=views,
+        )
     threshold.save(out)
     click.echo(threshold.describe())
     click.echo(f"saved {out}")

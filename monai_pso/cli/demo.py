@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from monai_pso.cli.options import threads_option
 from monai_pso.errors import MonaiPsoError
 
 #: Trained this long on 11 patients the model memorises them, so most draws are rejected: 8 draws per
@@ -56,12 +57,13 @@ def parse_settings(settings: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--out", "out", default="./demo-output", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--n", "n", default=16, show_default=True, type=click.IntRange(min=1), help="Images to request.")
 @click.option("--steps", default=25, show_default=True, type=click.IntRange(min=1), help="Denoising steps.")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="CPU threads of torch and faiss.")
+@threads_option
 @click.option("--set", "settings", multiple=True, hidden=True, metavar="KEY=VALUE", help="Override a bundle config value (tests).")
 def demo(source: str, out: str, n: int, steps: int, threads: int, settings: tuple[str, ...]) -> None:
     """Train a small LDM, build the two-check guard, calibrate tau and release N guarded synthetic images."""
     from monai_pso.cli.generate import release_report
-    from monai_pso.engines.pipeline import SMALL_NETWORKS, build_bundle_guard, image_size_of, prepare_bundle, run_bundle_generation, train_bundle
+    from monai_pso.engines.bundle_runs import SMALL_NETWORKS, image_size_of, prepare_bundle, run_bundle_generation, train_bundle
+    from monai_pso.guard import build_guard
     from monai_pso.threads import cpu_threads
 
     start = time.monotonic()
@@ -77,7 +79,7 @@ def demo(source: str, out: str, n: int, steps: int, threads: int, settings: tupl
         click.echo(f"[2/4] then the latent diffusion UNet ({settings_['diffusion_max_epochs']} epochs)")
         train_bundle(model, quiet=True)
         click.echo("[3/4] building the guard: pixel and tile indexes of the training split, tau of each from the val split")
-        build_bundle_guard(model, source)
+        build_guard(source, model / "privacy")
         click.echo(f"[4/4] generating {n} images through the guard")
         run_bundle_generation(model, {"n": n, "output_dir": str(release)}, quiet=True)
     click.echo(f"done in {time.monotonic() - start:.0f} s")

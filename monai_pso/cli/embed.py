@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from monai_pso.cli.options import threads_option
+
 
 @click.group()
 def embed() -> None:
@@ -32,22 +34,25 @@ def _report(provenance: dict) -> str:
 @click.option("--temperature", default=0.1, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Contrastive temperature.")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]), help="Where to train.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seeds initialisation, sampling and augmentation.")
-def train(source: str, out: Path, epochs: int, batch_size: int, dim: int, input_size: int | None, learning_rate: float, temperature: float, device: str, seed: int) -> None:
+@threads_option
+def train(source: str, out: Path, epochs: int, batch_size: int, dim: int, input_size: int | None, learning_rate: float, temperature: float, device: str, seed: int, threads: int) -> None:
     """Train the reid embedder on the train split of SOURCE, report its verification AUC on the val split
     (same-patient vs different-patient pairs; augmented views for single-image patients) and save it in OUT."""
     from monai_pso.embed.reid_training import train_reid
+    from monai_pso.threads import cpu_threads
 
-    embedder = train_reid(
-        source,
-        epochs=epochs,
-        batch_size=batch_size,
-        dim=dim,
-        input_size=input_size,
-        learning_rate=learning_rate,
-        temperature=temperature,
-        device=device,
-        seed=seed,
-    )
+    with cpu_threads(threads):
+        embedder = train_reid(
+            source,
+            epochs=epochs,
+            batch_size=batch_size,
+            dim=dim,
+            input_size=input_size,
+            learning_rate=learning_rate,
+            temperature=temperature,
+            device=device,
+            seed=seed,
+        )
     embedder.save(out)
     click.echo(_report(embedder.provenance))
     click.echo(f"saved {out} (fingerprint {embedder.fingerprint[:16]})")

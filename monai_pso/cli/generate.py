@@ -1,9 +1,9 @@
 """``monai-pso generate``: a guarded release from a trained ldm_2d / ldm_3d bundle.
 
 The bundle folder holds ``configs/`` (the bundle's), ``models/autoencoder.pt`` and ``models/diffusion.pt``
-(its training output) and ``privacy/<check>/index`` + ``privacy/<check>/threshold.json`` for each check of
-the guard (``monai_pso.guard.build_default_guard(SOURCE, out_dir=BUNDLE/privacy)``, as the demo does).
-The release is recorded in the ledger of the primary (first) check's index.
+(its training output) and ``privacy/``, the guard folder (``monai-pso guard build SOURCE --out BUNDLE/privacy``,
+as the demo does). The release is recorded in the ledger of the guard's primary index. Under ``torchrun``
+each rank generates its share of the requests and one release is written.
 """
 
 from __future__ import annotations
@@ -14,33 +14,34 @@ from typing import Any
 
 import click
 
+from monai_pso.cli.options import threads_option
+
 
 def release_report(release: Path) -> list[str]:
-    """Lines telling where a guarded release is and what the guard did (counts, rejection rate, tau per check).
+    """Lines telling where a release is and what the guard did (counts, tau per check, the generator's draws).
 
     Examples
     --------
     >>> release_report(Path("no/such/release"))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    monai_pso.errors.DataSourceError: no/such/release/manifest.json: the release manifest not found
+    monai_pso.errors.DataSourceError: no/such/release/manifest.json: release manifest not found ...
     """
-    from monai_pso.io import read_json
+    from monai_pso.release import open_release
 
-    manifest = read_json(release / "manifest.json", what="the release manifest")
-    summary = read_json(release / "summary.json", what="the guard summary")
-    counts = summary["counts"]
-    taus = ", ".join(f"{name} {check['tau']:.4g}" for name, check in summary["checks"].items())
-    return [
-        f"released {manifest['n_released']} of {counts['generated']} requested images "
-        f"({counts['checks']} draws checked, rejection rate {summary['rejection_rate']:.1%}, "
-        f"{counts['regenerated']} redrawn, {counts['dropped']} dropped)",
+    opened = open_release(release)
+    counts, generation = opened.counts, opened.summary.get("generation") or {}
+    taus = ", ".join(f"{name} {check['tau']:.4g}" for name, check in opened.summary["checks"].items())
+    lines = [f"released {counts['released']} of {counts['requested']} requested images ({counts['draws']} draws checked, {counts['too_close']} too close after every redraw)"]
+    if generation:
+        lines.append(f"draws: rejection rate {generation['rejection_rate']:.1%}, {generation['counts']['regenerated']} redrawn")
+    return lines + [
         f"tau: {taus}",
         f"images:    {release / 'images'}",
-        f"audit log: {release / 'audit.csv'}",
+        f"audit log: {release / 'audit.csv'}  (every draw: {release / 'draws.csv'})" if generation else f"audit log: {release / 'audit.csv'}",
         f"summary:   {release / 'summary.json'}  (histograms: {release / 'distances.png'})",
         f"manifest:  {release / 'manifest.json'}",
-    ] + alarm_lines(summary)
+    ] + alarm_lines(generation)
 
 
 def alarm_lines(summary: dict[str, Any]) -> list[str]:
@@ -70,14 +71,16 @@ def alarm_lines(summary: dict[str, Any]) -> list[str]:
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Denoising steps.")
 @click.option("--guidance", type=float, default=None, help="Classifier-free guidance scale (the start, with --diversity).")
 @click.option("--diversity", is_flag=True, help="Diversity-aware scheme: one image per training image, conditioned on its features (a bundle trained with configs/diversity.json).")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="CPU threads of torch and faiss.")
+@threads_option
 def generate(bundle: str, n: int | None, out: str, condition: str | None, fmt: str | None, seed: int | None, steps: int | None, guidance: float | None, diversity: bool, threads: int) -> None:
     """Generate images with the bundle's model; release only those the privacy guard accepts.
 
-    OUT receives images/, audit.csv, summary.json, distances.png and manifest.json, all at once at the
-    end, and the release is appended to the ledger of the guard's primary index.
+    OUT receives images/, audit.csv (one row per requested image), draws.csv (one row per draw),
+    summary.json, distances.png and manifest.json, all at once at the end, after the release is
+    appended to the ledger of the guard's primary index.
     """
-    from monai_pso.engines.pipeline import DIVERSITY_CONFIG, run_bundle_generation
+    from monai_pso.engines.bundle_runs import DIVERSITY_CONFIG, run_bundle_generation
+    from monai_pso.release.ranks import process_group_from_env, rank_and_world
     from monai_pso.threads import cpu_threads
 
     if n is None and not diversity:
@@ -95,7 +98,9 @@ def generate(bundle: str, n: int | None, out: str, condition: str | None, fmt: s
     for key, value in (("format", fmt), ("seed", seed), ("num_inference_steps", steps), ("guidance_scale", guidance)):
         if value is not None:
             overrides[key] = value
-    with cpu_threads(threads):
+    with cpu_threads(threads), process_group_from_env():
         release = run_bundle_generation(bundle, overrides, [DIVERSITY_CONFIG] if diversity else [])
+        if rank_and_world()[0] != 0:
+            return
     for line in release_report(release):
         click.echo(line)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from monai_pso.cli.options import threads_option
+
 
 @click.group()
 def index() -> None:
@@ -22,7 +24,8 @@ def index() -> None:
 @click.option("--tiles", default=0, show_default=True, type=click.IntRange(min=0), help="pixel embedder: tiles per axis (0: whole image).")
 @click.option("--grid", default=None, type=click.IntRange(min=4), help="pixel embedder: resampled side [default: 32 in 2D, 16 in 3D].")
 @click.option("--keep-ledger", is_flag=True, help="OUT is an index with a release ledger: replace the index and carry the ledger into it.")
-def build(source: str, out: Path, embedder_name: str, embedder_dir: Path | None, split: str, batch_size: int, tiles: int, grid: int | None, keep_ledger: bool) -> None:
+@threads_option
+def build(source: str, out: Path, embedder_name: str, embedder_dir: Path | None, split: str, batch_size: int, tiles: int, grid: int | None, keep_ledger: bool, threads: int) -> None:
     """Embed every image of the SPLIT of SOURCE and save the exact reference index in OUT.
 
     The recommended guard uses two pixel indexes, one whole-image (default) and one with --tiles 3.
@@ -30,6 +33,7 @@ def build(source: str, out: Path, embedder_name: str, embedder_dir: Path | None,
     """
     from monai_pso.embed.registry import create_embedder, load_embedder
     from monai_pso.index import build_index
+    from monai_pso.threads import cpu_threads
 
     if embedder_dir is not None:
         embedder = load_embedder(embedder_dir)
@@ -37,6 +41,7 @@ def build(source: str, out: Path, embedder_name: str, embedder_dir: Path | None,
         embedder = create_embedder("pixel", tiles=tiles, grid=grid)
     else:
         raise click.UsageError(f"--embedder {embedder_name} needs --embedder-dir (a fitted embedder saved by `monai-pso embed train`)")
-    reference = build_index(source, embedder, split=split, batch_size=batch_size)
+    with cpu_threads(threads):
+        reference = build_index(source, embedder, split=split, batch_size=batch_size)
     reference.save(out, keep_ledger=keep_ledger)
     click.echo(f"indexed {reference.n_items} images of {reference.n_patients} patients ({reference.n_rows} vectors of dimension {reference.dim}) with {embedder.name} -> {out}")

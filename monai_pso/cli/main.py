@@ -1,11 +1,33 @@
-"""``monai-pso``: the command group, and the one place where user errors become one line and exit 2."""
+"""``monai-pso``: the command group, and the one place where user errors become one line and exit 2.
+
+Every command module imports only click and light modules at import time (torch, monai and faiss are
+imported inside the commands), so ``monai-pso --help`` is instant.
+"""
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from monai_pso import __version__
 from monai_pso.errors import MonaiPsoError
+
+#: The commands of ``monai-pso``: the module and attribute name of each click command.
+COMMANDS = (
+    ("monai_pso.cli.audit", "audit"),
+    ("monai_pso.cli.data", "data"),
+    ("monai_pso.cli.generate", "generate"),
+    ("monai_pso.cli.demo", "demo"),
+    ("monai_pso.cli.pacs", "export"),
+    ("monai_pso.cli.pacs", "fetch"),
+    ("monai_pso.cli.study", "study"),
+    ("monai_pso.cli.embed", "embed"),
+    ("monai_pso.cli.index", "index"),
+    ("monai_pso.cli.calibrate", "calibrate"),
+    ("monai_pso.cli.gate", "gate"),
+    ("monai_pso.cli.guard", "guard"),
+)
 
 
 class PsoGroup(click.Group):
@@ -29,21 +51,5 @@ def main() -> None:
     """
 
 
-def _register() -> None:
-    from monai_pso.cli import pacs
-    from monai_pso.cli.data import data
-
-    from monai_pso.cli.audit import audit; main.add_command(audit)  # noqa: E702
-    main.add_command(data)
-    from monai_pso.cli.generate import generate; main.add_command(generate)  # noqa: E702
-    from monai_pso.cli.demo import demo; main.add_command(demo)  # noqa: E702
-    main.add_command(pacs.export)
-    main.add_command(pacs.fetch)
-    from monai_pso.cli.study import study; main.add_command(study)  # noqa: E702
-    from monai_pso.cli.embed import embed; main.add_command(embed)  # noqa: E702
-    from monai_pso.cli.index import index; main.add_command(index)  # noqa: E702
-    from monai_pso.cli.calibrate import calibrate; main.add_command(calibrate)  # noqa: E702
-    from monai_pso.cli.gate import gate; main.add_command(gate)  # noqa: E702
-
-
-_register()
+for _module, _name in COMMANDS:
+    main.add_command(getattr(importlib.import_module(_module), _name))

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from monai_pso.downstream.synthetic import DEFAULT_LDM_STEPS
-from monai_pso.downstream.tasks import MODES, TASKS
+from monai_pso.cli.options import DEFAULT_LDM_STEPS, TASK_MODES, TASKS, threads_option
 from monai_pso.errors import MonaiPsoError
 
 
@@ -32,7 +31,7 @@ def _task_options(task: str, spatial_dims: int, image_size: int | None, num_clas
 @click.option("--spatial-dims", type=click.Choice(["2", "3"]), default="2", show_default=True)
 @click.option("--image-size", type=int, default=None, help="Resize images to this size (needed when real and synthetic sizes differ).")
 @click.option("--num-classes", type=int, default=2, show_default=True)
-@click.option("--mode", type=click.Choice(MODES), default="binary", show_default=True)
+@click.option("--mode", type=click.Choice(TASK_MODES), default="binary", show_default=True)
 @click.option("--network-size", type=click.Choice(["small", "121"]), default="small", show_default=True)
 @click.option("--dose", type=float, default=0.25, show_default=True, help="Denoising: dose fraction.")
 @click.option("--noise", type=click.Choice(["poisson", "gaussian"]), default="poisson", show_default=True)
@@ -41,7 +40,7 @@ def _task_options(task: str, spatial_dims: int, image_size: int | None, num_clas
 @click.option("--ldm-autoencoder-steps", type=click.IntRange(min=1), default=DEFAULT_LDM_STEPS["autoencoder"], show_default=True, help="Generator: autoencoder training steps.")
 @click.option("--ldm-diffusion-steps", type=click.IntRange(min=1), default=DEFAULT_LDM_STEPS["diffusion"], show_default=True, help="Generator: diffusion UNet training steps.")
 @click.option("--ldm-sampling-steps", type=click.IntRange(min=1), default=25, show_default=True, help="Generator: denoising steps per draw.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads of torch and faiss [default: torch's].")
+@threads_option
 @click.option("--set", "settings", multiple=True, hidden=True, metavar="KEY=VALUE", help="Override a generator bundle config value (tests).")
 def study(data, task, out_dir, release_dir, tau, steps, batch_size, learning_rate, seed, device, spatial_dims, image_size, num_classes, mode, network_size, dose, noise, counts, factor,
           ldm_autoencoder_steps, ldm_diffusion_steps, ldm_sampling_steps, threads, settings) -> None:
@@ -54,9 +53,9 @@ def study(data, task, out_dir, release_dir, tau, steps, batch_size, learning_rat
     with DeLong (AUROC) or paired t / Wilcoxon (PSNR, SSIM) statistics and a brute-force guard check.
     """
     from monai_pso.cli.demo import parse_settings
-    from monai_pso.threads import cpu_threads
     from monai_pso.downstream.study import StudyConfig, run_study
     from monai_pso.downstream.synthetic import GeneratedSynthetic, ReleaseSynthetic
+    from monai_pso.threads import cpu_threads
 
     if release_dir is not None:
         provider = ReleaseSynthetic(release_dir, tau)

@@ -1,5 +1,6 @@
 """Data layer: records, SOURCE strings, readers, the phantom dataset, splits and intensity presets."""
 
+from monai_pso.data.batching import record_batches
 from monai_pso.data.loading import LoadRecordImaged, load_image, read_image
 from monai_pso.data.normalize import PRESETS, IntensityPreset, IntensityPresetd
 from monai_pso.data.phantom import PhantomSpec, generate_phantom
@@ -18,6 +19,7 @@ __all__ = [
     "assign_patient_splits",
     "generate_phantom",
     "load_image",
+    "record_batches",
     "load_source",
     "parse_source",
     "read_image",

@@ -35,7 +35,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy, convert_to_tensor, ensure_tuple
 
-from monai_pso.errors import ImageValueError
+from monai_pso.errors import ConfigurationError, ImageValueError
 
 NOISE_KINDS = ("poisson", "gaussian")
 #: ``Downsample(resize_back=True)`` modes: torch interpolation per spatial dimensionality.
@@ -81,11 +81,11 @@ class SimulateLowDose(Randomizable, Transform):
 
     def __init__(self, dose: float = 0.25, kind: str = "poisson", counts: float = 1e4, clip: bool = True, seed: int | None = None) -> None:
         if not 0.0 < dose <= 1.0:
-            raise ValueError(f"dose must be in (0, 1], got {dose}")
+            raise ConfigurationError(f"dose={dose!r}: must lie in (0, 1]")
         if kind not in NOISE_KINDS:
-            raise ValueError(f"kind must be one of {', '.join(NOISE_KINDS)}, got {kind!r}")
+            raise ConfigurationError(f"kind={kind!r}: must be one of {', '.join(NOISE_KINDS)}")
         if counts <= 0:
-            raise ValueError(f"counts must be positive, got {counts}")
+            raise ConfigurationError(f"counts={counts!r}: must be positive")
         self.dose, self.kind, self.counts, self.clip = dose, kind, counts, clip
         self._noisy: np.ndarray | None = None
         if seed is not None:
@@ -140,9 +140,9 @@ class Downsample(Transform):
 
     def __init__(self, factor: int = 2, resize_back: bool = False, mode: str = "nearest") -> None:
         if int(factor) != factor or factor < 1:
-            raise ValueError(f"factor must be a positive integer, got {factor}")
+            raise ConfigurationError(f"factor={factor!r}: must be a positive integer")
         if mode not in UPSAMPLE_MODES:
-            raise ValueError(f"mode must be one of {', '.join(UPSAMPLE_MODES)}, got {mode!r}")
+            raise ConfigurationError(f"mode={mode!r}: must be one of {', '.join(UPSAMPLE_MODES)}")
         self.factor, self.resize_back, self.mode = int(factor), resize_back, mode
 
     def __call__(self, img):
@@ -171,7 +171,7 @@ class _Paird(MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.output_keys = ensure_tuple(output_key)
         if len(self.output_keys) != len(self.keys):
-            raise ValueError(f"give one output key per key: keys {self.keys}, output keys {self.output_keys}")
+            raise ConfigurationError(f"output_key={self.output_keys}: give one output key per key {self.keys}")
 
     def degrade(self, data: Mapping[Hashable, object], key: Hashable):
         raise NotImplementedError

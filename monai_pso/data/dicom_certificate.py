@@ -75,7 +75,7 @@ class PrivacyCertificate:
     release_id: str = ""
 
     @classmethod
-    def from_mapping(cls, certificate: Mapping[str, object]) -> "PrivacyCertificate":
+    def from_mapping(cls, certificate: Mapping[str, object]) -> PrivacyCertificate:
         """Build from a dict with ``tau`` (or ``threshold``, as in ``audit.csv``), ``nn_distance`` and the
         optional provenance keys; other keys (e.g. ``nearest_patient_hash``) are ignored, never written.
         """
@@ -117,7 +117,7 @@ class PrivacyCertificate:
             block.add_new(offset, "LT", getattr(self, name))
 
     @classmethod
-    def read_from(cls, ds: Dataset) -> "PrivacyCertificate | None":
+    def read_from(cls, ds: Dataset) -> PrivacyCertificate | None:
         """The certificate recorded in ``ds``, or ``None`` when ``ds`` is not a monai-pso synthetic image.
 
         Examples

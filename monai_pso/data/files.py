@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monai_pso.errors import DataSourceError
+from monai_pso.errors import DataSourceError, ImageValueError
 
 #: File kinds a folder may hold (one kind per folder).
 NIFTI, PICTURE, DICOM = "nifti", "picture", "dicom"
@@ -106,7 +106,7 @@ def rgb_to_grey(rgb: np.ndarray) -> np.ndarray:
     array([[255. ,  76.2]], dtype=float32)
     """
     if rgb.shape[-1] != 3:
-        raise ValueError(f"expected 3 colour channels in the last axis, got shape {rgb.shape}")
+        raise ImageValueError(f"expected 3 colour channels in the last axis, got shape {rgb.shape}")
     if rgb.ndim <= 3:
         return rgb.astype(np.float32) @ LUMA_WEIGHTS
     grey = np.empty(rgb.shape[:-1], dtype=np.float32)

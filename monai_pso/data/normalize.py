@@ -25,7 +25,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, ScaleIntensity, ScaleIntensityRange, ScaleIntensityRangePercentiles, Transform
 from monai.utils import TransformBackends
 
-from monai_pso.errors import ImageValueError
+from monai_pso.errors import ConfigurationError, ImageValueError
 
 #: Default preset per modality, used by readers that know the modality but not the value range.
 MODALITY_DEFAULT = {"ct": "ct", "mri": "mri", "pet": "pet", "xray": "minmax", "us": "minmax", "other": "minmax"}
@@ -70,7 +70,7 @@ class IntensityPreset(Transform):
 
     def __init__(self, preset: str) -> None:
         if preset not in PRESETS:
-            raise ValueError(f"unknown intensity preset {preset!r}; choose from {', '.join(PRESETS)}")
+            raise ConfigurationError(f"preset={preset!r}: unknown intensity preset, choose from {', '.join(PRESETS)}")
         self.preset = preset
 
     def __call__(self, image):

@@ -11,13 +11,13 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 #: What an image is: a file path, a tuple of paths (one DICOM series), or an in-memory array shaped
 #: ``(1, *spatial)`` (channel first, as MONAI expects).
-ImageRef = Union[str, tuple[str, ...], np.ndarray]
+ImageRef = str | tuple[str, ...] | np.ndarray
 
 #: Split names used throughout. ``None`` on a record means "not yet assigned".
 SPLITS = ("train", "val", "test")
@@ -75,7 +75,7 @@ class ImageRecord:
             return self.image.ndim - 1
         return None
 
-    def with_split(self, split: str | None) -> "ImageRecord":
+    def with_split(self, split: str | None) -> ImageRecord:
         """A copy assigned to ``split``."""
         return replace(self, split=split)
 
@@ -131,7 +131,7 @@ class DataSource:
     def __getitem__(self, index: int) -> ImageRecord:
         return self.records[index]
 
-    def split(self, name: str | Sequence[str] | None) -> "DataSource":
+    def split(self, name: str | Sequence[str] | None) -> DataSource:
         """The records of one split (or several, or all when ``name`` is ``None``)."""
         if name is None:
             return self
@@ -148,10 +148,6 @@ class DataSource:
         for record in self.records:
             groups.setdefault(record.patient_id, []).append(record)
         return groups
-
-    def label_counts(self) -> Counter:
-        """How many records carry each label (multi-label vectors count as tuples)."""
-        return Counter(r.label for r in self.records if r.label is not None)
 
     def datalist(self, split: str | None = None) -> list[dict[str, Any]]:
         """MONAI datalist of ``split`` (all records when ``None``)."""

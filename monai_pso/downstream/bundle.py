@@ -17,6 +17,7 @@ from ignite.engine import Engine, Events
 
 from monai_pso.data import load_source
 from monai_pso.downstream.training import CollectPredictions
+from monai_pso.errors import ConfigurationError
 from monai_pso.io import write_json_atomically
 
 #: What a bundle trains on (its ``training_data`` setting).
@@ -38,12 +39,12 @@ def training_datalist(dataset_source: str, synthetic_source: str | None = None, 
     from monai_pso.downstream.synthetic import ReleaseSynthetic
 
     if training_data not in TRAINING_DATA:
-        raise ValueError(f"training_data must be one of {', '.join(TRAINING_DATA)}, got {training_data!r}")
+        raise ConfigurationError(f"training_data={training_data!r}: must be one of {', '.join(TRAINING_DATA)}")
     real = load_source(dataset_source).datalist("train") if "real" in training_data else []
     if training_data == "real":
         return real
     if not synthetic_source:
-        raise ValueError(f"training_data={training_data!r} needs synthetic_source (a guarded release folder)")
+        raise ConfigurationError(f"training_data={training_data!r}: needs synthetic_source (a guarded release folder)")
     synthetic = ReleaseSynthetic(synthetic_source, tau=0.0)(None, None, 0, Path("."))  # type: ignore[arg-type]
     return real + [r.to_dict() for r in synthetic.records]
 

@@ -6,6 +6,8 @@ import torch
 from monai.networks.nets import DenseNet, DenseNet121, UNet
 from torch import nn
 
+from monai_pso.errors import ConfigurationError
+
 #: DenseNet sizes: ``"121"`` is MONAI's DenseNet121; ``"small"`` a three-block DenseNet for CPU runs.
 DENSENET_SIZES = ("small", "121")
 
@@ -22,7 +24,7 @@ def densenet(spatial_dims: int, in_channels: int = 1, out_channels: int = 2, siz
     if size == "121":
         return DenseNet121(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, dropout_prob=dropout_prob)
     if size != "small":
-        raise ValueError(f"unknown DenseNet size {size!r}; choose from {', '.join(DENSENET_SIZES)}")
+        raise ConfigurationError(f"network_size={size!r}: unknown DenseNet size, choose from {', '.join(DENSENET_SIZES)}")
     return DenseNet(
         spatial_dims=spatial_dims,
         in_channels=in_channels,
@@ -38,7 +40,8 @@ def densenet(spatial_dims: int, in_channels: int = 1, out_channels: int = 2, siz
 class ResidualUNet(nn.Module):
     """``x + UNet(x)``: a MONAI UNet learning the residual between a degraded image and the clean one.
 
-    A 1x1 convolution head on the UNet's features starts at zero, so the untrained network is the identity. Used for denoising (RED-CNN-like residual learning) and for super-resolution on the interpolated
+    A 1x1 convolution head on the UNet's features starts at zero, so the untrained network is the identity.
+    Used for denoising (RED-CNN-like residual learning) and for super-resolution on the interpolated
     low-resolution image. Spatial sizes must be divisible by ``2 ** len(channels) - 1``.
 
     Parameters

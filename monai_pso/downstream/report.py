@@ -94,9 +94,7 @@ def figures(task: DownstreamTask, results: dict[str, tuple[np.ndarray, np.ndarra
         ax.legend(fontsize=7)
         written.append(_save(fig, out / "roc.png"))
         rows = {"real test": [np.asarray(c["image"]) for c in test_cases[:max_examples]], "synthetic": []}
-        from monai_pso.downstream.study import _images
-
-        rows["synthetic"] = list(_images(task, synthetic[:max_examples]))
+        rows["synthetic"] = list(task.load_images(synthetic[:max_examples]))
     else:
         per_case = {arm: task.per_case(*r) for arm, r in results.items()}
         fig, axes = plt.subplots(1, 2, figsize=(8, 4))
@@ -130,7 +128,7 @@ def _markdown(report: dict[str, Any]) -> str:
     lines += ["## Guard", "", f"- synthetic set: {report['synthetic']['description']} ({report['synthetic']['images']} images)", f"- tau: {g['tau']}"]
     lines += [f"- {k}: {v}" for k, v in g.items() if k not in ("tau", "verification")]
     lines += [f"- verification: {g['verification']['method']}; {g['verification']['distance']}; min distance {g['verification']['min_distance']:.4g}", ""]
-    lines += ["## Arms (same budget: %d steps x batch %d)" % (report["budget"]["steps"], report["budget"]["batch_size"]), "", "```json", json.dumps(report["arms"], indent=1), "```", ""]
+    lines += [f"## Arms (same budget: {report['budget']['steps']} steps x batch {report['budget']['batch_size']})", "", "```json", json.dumps(report["arms"], indent=1), "```", ""]
     lines += ["## Comparisons with the real-trained network", "", "```json", json.dumps(report["comparisons"], indent=1), "```", ""]
     lines += ["## Figures", ""] + [f"![{f}]({f})" for f in report["figures"]] + [""]
     return "\n".join(lines)

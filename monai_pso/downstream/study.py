@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.transforms import Compose
 from monai.utils import set_determinism
 
 from monai_pso.data import DataSource, load_image, load_source
@@ -59,11 +58,6 @@ class StudyConfig:
     max_examples: int = 4
 
 
-def _images(task: DownstreamTask, datalist: list[dict[str, Any]]) -> np.ndarray:
-    load = Compose(task.load_transforms())
-    return np.stack([np.asarray(load(dict(entry))["image"], dtype=np.float32) for entry in datalist])
-
-
 def _verify(task: DownstreamTask, synthetic: SyntheticSet, synthetic_list: list[dict[str, Any]], train: DataSource, embedder: Any | None) -> dict[str, Any]:
     """Brute-force re-check of the synthetic set against every training image.
 
@@ -73,7 +67,7 @@ def _verify(task: DownstreamTask, synthetic: SyntheticSet, synthetic_list: list[
     """
     item_ids = [entry["item_id"] for entry in synthetic_list]
     if not synthetic.checks:
-        return verify_no_image_within(_images(task, synthetic_list), _images(task, train.datalist()), synthetic.tau, embedder, item_ids)
+        return verify_no_image_within(task.load_images(synthetic_list), task.load_images(train.datalist()), synthetic.tau, embedder, item_ids)
     synthetic_images = np.stack([load_image(record) for record in synthetic.records])
     training_images = np.stack([load_image(record) for record in train])
     per_check = {check.name: verify_no_image_within(synthetic_images, training_images, check.tau, check.embedder, item_ids) for check in synthetic.checks}
@@ -119,6 +113,7 @@ def run_study(config: StudyConfig, provider: SyntheticProvider, out_dir: str | P
 
     training_sets = {"real": train.datalist(), "synthetic": synthetic_list, "real+synthetic": train.datalist() + synthetic_list}
     test_cases = materialize(task, test.datalist(), seed=config.seed)
+    task.check_test_cases(test_cases, f"{config.data}: test split")
     results: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for arm in ARMS:
         network = _train_arm(task, training_sets[arm], config)

@@ -4,9 +4,9 @@
   ``ldm_3d`` bundle), build the default two-check guard with tau calibrated on the holdout, and generate
   a guarded release the size of train (one image per training image, with its class label when the
   study classifies).
-- :class:`ReleaseSynthetic`: an existing guarded release folder written by the generation workflow
-  (:class:`monai_pso.engines.ReleaseWriter`: images plus ``manifest.json`` with each item's ``files`` and
-  ``condition``, the class label; the guard's ``summary.json`` beside it gives the rejection rate).
+- :class:`ReleaseSynthetic`: an existing monai-pso release (:func:`monai_pso.release.open_release`: each
+  released item's files and ``condition``, the class label, from its manifest; its summary gives the
+  counts and the generator's rejection rate), or any SOURCE of images.
 - :class:`StandInSynthetic`: **not synthetic**: real images of patients outside train, holdout and test
   stand in for generated ones. For tests of the pipeline only; reports say so.
 
@@ -25,7 +25,6 @@ import numpy as np
 
 from monai_pso.data import DataSource, ImageRecord, load_image, load_source
 from monai_pso.errors import DataSourceError
-from monai_pso.io import read_json
 
 
 @dataclass
@@ -55,25 +54,6 @@ class SyntheticProvider(Protocol):
     def __call__(self, train: DataSource, holdout: DataSource, n: int, work_dir: Path) -> SyntheticSet: ...
 
 
-def _manifest_tau(manifest: dict[str, Any]) -> float | None:
-    for key in ("tau", "threshold"):
-        value = manifest.get(key)
-        if isinstance(value, dict):
-            value = value.get("tau", value.get("value"))
-        if isinstance(value, (int, float)):
-            return float(value)
-    return None
-
-
-def _guard_summary(release: Path) -> dict[str, Any]:
-    """The guard's own counts and rejection rate from the release's ``summary.json`` (``{}`` without one)."""
-    path = release / "summary.json"
-    if not path.is_file():
-        return {}
-    summary = read_json(path, what="the guard summary")
-    return {key: summary[key] for key in ("counts", "rejection_rate") if key in summary}
-
-
 @dataclass
 class ReleaseSynthetic:
     """Use an existing guarded release folder as the synthetic set.
@@ -81,33 +61,33 @@ class ReleaseSynthetic:
     Parameters
     ----------
     release_dir
-        Folder with ``manifest.json`` (items with ``files`` and ``condition``), or any SOURCE string
-        :func:`monai_pso.data.load_source` reads (labels then come from its datalist).
+        A monai-pso release folder, or any SOURCE string :func:`monai_pso.data.load_source` reads
+        (labels then come from its datalist).
     tau
-        The guard's threshold; read from the manifest (``tau`` / ``threshold``) when ``None``.
+        The guard's threshold; the release's primary tau when ``None``.
     """
 
     release_dir: str
     tau: float | None = None
 
     def __call__(self, train: DataSource, holdout: DataSource, n: int, work_dir: Path) -> SyntheticSet:
+        from monai_pso.release import open_release
+        from monai_pso.release.layout import MANIFEST_FILE
+
         folder = Path(self.release_dir).expanduser()
-        manifest_path = folder / "manifest.json"
-        if not manifest_path.is_file():
+        if not (folder / MANIFEST_FILE).is_file():
             records = [replace(r, split="train") for r in load_source(self.release_dir)]
             return SyntheticSet(records, self.tau, f"release {self.release_dir}")
-        manifest = read_json(manifest_path, what="release manifest")
+        release = open_release(folder)
         records = []
-        for item in manifest.get("items", []):
-            files = item.get("files") or []
-            if not files:
-                raise DataSourceError(manifest_path, f"item {item.get('item_id')} lists no files")
-            path = folder / files[0]
-            label = item.get("condition")
+        for item, entry in release.item_details().items():
+            path = folder / entry["files"][0]
+            label = entry.get("condition")
             label = tuple(int(v) for v in label) if isinstance(label, list) else (None if label is None else int(label))
-            records.append(ImageRecord(f"synthetic-{item['item_id']}", f"synthetic-{item['item_id']}", str(path), label, "train", normalize="uint8" if path.suffix.lower() == ".png" else "none"))
-        tau = self.tau if self.tau is not None else _manifest_tau(manifest)
-        guard = {"n_released": manifest.get("n_released", len(records))} | _guard_summary(folder)
+            records.append(ImageRecord(f"synthetic-{item}", f"synthetic-{item}", str(path), label, "train", normalize="uint8" if path.suffix.lower() == ".png" else "none"))
+        tau = self.tau if self.tau is not None else float(release.manifest["threshold"])
+        generation = release.summary.get("generation") or {}
+        guard = {"n_released": len(records), "counts": release.counts} | ({"rejection_rate": generation["rejection_rate"]} if "rejection_rate" in generation else {})
         return SyntheticSet(records, tau, f"release {self.release_dir}", guard)
 
 
@@ -149,7 +129,7 @@ class StandInSynthetic:
 
 
 #: Training budget of :class:`GeneratedSynthetic` (optimisation steps) on top of the small networks of
-#: :data:`monai_pso.engines.pipeline.SMALL_NETWORKS`.
+#: :data:`monai_pso.engines.bundle_runs.SMALL_NETWORKS`.
 DEFAULT_LDM_STEPS = {"autoencoder": 300, "diffusion": 1500}
 
 
@@ -157,8 +137,8 @@ DEFAULT_LDM_STEPS = {"autoencoder": 300, "diffusion": 1500}
 class GeneratedSynthetic:
     """Train a latent diffusion model on the study's train split, guard it, and release a set the size of train.
 
-    Runs :mod:`monai_pso.engines.pipeline` in ``work_dir/generator``: the ``ldm_2d`` or ``ldm_3d`` bundle
-    (chosen by the images' dimensions) with :data:`~monai_pso.engines.pipeline.SMALL_NETWORKS`, trained
+    Runs :mod:`monai_pso.engines.bundle_runs` in ``work_dir/generator``: the ``ldm_2d`` or ``ldm_3d`` bundle
+    (chosen by the images' dimensions) with :data:`~monai_pso.engines.bundle_runs.SMALL_NETWORKS`, trained
     for ``autoencoder_steps`` and ``diffusion_steps``; the default two-check guard of the train split
     with tau calibrated on the holdout; then one request per training image (with that image's class
     label when ``class_conditional``, so the release keeps train's class balance), each redrawn until
@@ -189,7 +169,7 @@ class GeneratedSynthetic:
 
     def bundle_settings(self, train: DataSource) -> dict[str, Any]:
         """The ``ldm`` bundle settings for ``train``: networks, epochs from the step budget, conditioning."""
-        from monai_pso.engines.pipeline import SMALL_NETWORKS, epochs_for, image_size_of
+        from monai_pso.engines.bundle_runs import SMALL_NETWORKS, epochs_for, image_size_of
 
         batch_size = int(self.settings.get("batch_size", SMALL_NETWORKS["batch_size"]))
         ae_epochs = epochs_for(self.autoencoder_steps, len(train), batch_size)
@@ -211,13 +191,14 @@ class GeneratedSynthetic:
         return settings | self.settings
 
     def __call__(self, train: DataSource, holdout: DataSource, n: int, work_dir: Path) -> SyntheticSet:
-        from monai_pso.engines.pipeline import build_bundle_guard, prepare_bundle, run_bundle_generation, train_bundle
+        from monai_pso.engines.bundle_runs import prepare_bundle, run_bundle_generation, train_bundle
+        from monai_pso.guard import build_guard
 
         spatial_dims = load_image(train.records[0]).ndim - 1
         bundle = prepare_bundle(f"ldm_{spatial_dims}d", Path(work_dir) / "generator", self.bundle_settings(train))
         runtime = {"dataset_source": train}  # in memory: not written into the bundle's configs
         train_bundle(bundle, runtime, quiet=True)
-        checker = build_bundle_guard(bundle, train, holdout)
+        checker = build_guard(train, bundle / "privacy", holdout=holdout)
         requests = (
             "$monai_pso.engines.diversity_requests(@datalist, 'label', @seed, @guidance_scale, None, @n)"
             if self.class_conditional

@@ -14,6 +14,7 @@ Examples
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -25,9 +26,10 @@ from monai.transforms import Compose, EnsureTyped, Lambdad, MapTransform, Resize
 from torch import nn
 
 from monai_pso.data import IntensityPresetd, LoadRecordImaged
-from monai_pso.downstream import statistics
 from monai_pso.data.degrade import Downsampled, SimulateLowDosed
+from monai_pso.downstream import statistics
 from monai_pso.downstream.networks import ResidualUNet, densenet
+from monai_pso.errors import ConfigurationError, DataSourceError
 
 #: Task names accepted by :func:`make_task` and ``monai-pso study --task``.
 TASKS = ("classification", "denoising", "super_resolution")
@@ -53,7 +55,7 @@ class DownstreamTask(ABC):
 
     def __init__(self, spatial_dims: int = 2, image_size: int | Sequence[int] | None = None) -> None:
         if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+            raise ConfigurationError(f"spatial_dims={spatial_dims!r}: must be 2 or 3")
         self.spatial_dims = spatial_dims
         self.image_size = image_size
 
@@ -65,6 +67,21 @@ class DownstreamTask(ABC):
             size = (self.image_size,) * self.spatial_dims if isinstance(self.image_size, int) else tuple(self.image_size)
             steps.append(Resized("image", spatial_size=size, mode="area"))
         return steps
+
+    def load_images(self, datalist: list[dict[str, Any]]) -> np.ndarray:
+        """The images of ``datalist`` as :meth:`load_transforms` loads them, stacked into one float32 array ``(N, 1, *spatial)``.
+
+        This is what the network sees before the task's degradation or label handling: the study uses
+        it to compare synthetic and training images, and the report to show examples.
+        """
+        load = Compose(self.load_transforms())
+        return np.stack([np.asarray(load(dict(entry))["image"], dtype=np.float32) for entry in datalist])
+
+    def check_test_cases(self, cases: Sequence[dict[str, Any]], location: str) -> None:
+        """Raise :class:`~monai_pso.errors.DataSourceError` naming ``location`` when ``cases`` (preprocessed
+        test entries, see :func:`~monai_pso.downstream.training.materialize`) cannot evaluate the task;
+        every test set can by default."""
+        return None
 
     @abstractmethod
     def target_transforms(self) -> list[MapTransform]:
@@ -130,9 +147,9 @@ class ClassificationTask(DownstreamTask):
     def __init__(self, spatial_dims: int = 2, num_classes: int = 2, mode: str = "binary", network_size: str = "small", image_size=None) -> None:
         super().__init__(spatial_dims, image_size)
         if mode not in MODES:
-            raise ValueError(f"unknown classification mode {mode!r}; choose from {', '.join(MODES)}")
+            raise ConfigurationError(f"mode={mode!r}: unknown classification mode, choose from {', '.join(MODES)}")
         if mode == "binary" and num_classes != 2:
-            raise ValueError("binary classification has num_classes=2")
+            raise ConfigurationError(f"num_classes={num_classes!r}: binary classification has num_classes=2")
         self.num_classes, self.mode, self.network_size = num_classes, mode, network_size
 
     def _label(self, value) -> torch.Tensor:
@@ -140,14 +157,29 @@ class ClassificationTask(DownstreamTask):
         values = np.asarray(value)
         if self.mode == "multilabel":
             if values.size != self.num_classes or not np.isin(values, (0, 1)).all():
-                raise ValueError(f"multi-label classification needs a 0/1 vector of {self.num_classes} labels per image, got {value!r}")
+                raise ConfigurationError(f"mode='multilabel': needs a 0/1 vector of {self.num_classes} labels per image, got {value!r}")
             return torch.as_tensor(values.astype(np.float32).reshape(self.num_classes))
         if values.size != 1:
-            raise ValueError(f"{self.mode} classification needs one class index per image, got {value!r} (a multi-label vector? use mode='multilabel')")
+            raise ConfigurationError(f"mode={self.mode!r}: needs one class index per image, got {value!r} (a multi-label vector? use mode='multilabel')")
         index = int(values.ravel()[0])
         if not 0 <= index < self.num_classes:
-            raise ValueError(f"class label {index} is outside 0..{self.num_classes - 1} (num_classes={self.num_classes})")
+            raise ConfigurationError(f"num_classes={self.num_classes}: class label {index} is outside 0..{self.num_classes - 1}")
         return torch.as_tensor(index, dtype=torch.long)
+
+    def check_test_cases(self, cases: Sequence[dict[str, Any]], location: str) -> None:
+        """Refuse a test set on which no AUROC is defined (no class with both a positive and a negative case).
+
+        Examples
+        --------
+        >>> ClassificationTask().check_test_cases([{"label": torch.tensor(1)}] * 3, "test split")
+        Traceback (most recent call last):
+        ...
+        monai_pso.errors.DataSourceError: test split: no class has both a positive and a negative test case, so the AUROC is undefined; use more test patients
+        """
+        y = self.indicators(np.stack([np.asarray(case[self.target_key]) for case in cases]))
+        defined = 0 < y[:, 1].sum() < len(y) if self.mode == "binary" else bool(statistics.defined_classes(y))
+        if not defined:
+            raise DataSourceError(location, "no class has both a positive and a negative test case, so the AUROC is undefined; use more test patients")
 
     def target_transforms(self) -> list[MapTransform]:
         return [Lambdad("label", self._label)]
@@ -231,14 +263,14 @@ class RestorationTask(DownstreamTask):
 
     def __init__(self, spatial_dims: int = 2, degradation: str = "low_dose", channels: Sequence[int] = (16, 32, 64), image_size=None, **degradation_params) -> None:
         super().__init__(spatial_dims, image_size)
+        if degradation not in ("low_dose", "downsample"):
+            raise ConfigurationError(f"degradation={degradation!r}: unknown, choose low_dose or downsample")
         self.degradation, self.channels, self.degradation_params = degradation, tuple(channels), degradation_params
 
     def target_transforms(self) -> list[MapTransform]:
         if self.degradation == "low_dose":
             return [SimulateLowDosed("image", output_key=self.input_key, **self.degradation_params)]
-        if self.degradation == "downsample":
-            return [Downsampled("image", output_key=self.input_key, resize_back=True, mode="linear", **self.degradation_params)]
-        raise ValueError(f"unknown degradation {self.degradation!r}; choose low_dose or downsample")
+        return [Downsampled("image", output_key=self.input_key, resize_back=True, mode="linear", **self.degradation_params)]
 
     def network(self) -> nn.Module:
         return ResidualUNet(self.spatial_dims, 1, self.channels)
@@ -297,7 +329,7 @@ class SuperResolutionTask(RestorationTask):
 
     def __init__(self, spatial_dims: int = 2, factor: int = 2, channels=(16, 32, 64), image_size=None) -> None:
         if factor not in (2, 4):
-            raise ValueError(f"super-resolution factor must be 2 or 4, got {factor}")
+            raise ConfigurationError(f"factor={factor!r}: super-resolution factor must be 2 or 4")
         super().__init__(spatial_dims, "downsample", channels, image_size, factor=factor)
 
 
@@ -311,5 +343,9 @@ def make_task(name: str, **options: Any) -> DownstreamTask:
     """
     classes = {"classification": ClassificationTask, "denoising": DenoisingTask, "super_resolution": SuperResolutionTask}
     if name not in classes:
-        raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
+        raise ConfigurationError(f"task={name!r}: unknown, choose from {', '.join(TASKS)}")
+    try:
+        inspect.signature(classes[name]).bind(**options)
+    except TypeError as error:
+        raise ConfigurationError(f"task={name!r} options {sorted(options)}: {error}") from None
     return classes[name](**options)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ class Embedding:
     valid: np.ndarray
 
     @classmethod
-    def single(cls, vectors: np.ndarray) -> "Embedding":
+    def single(cls, vectors: np.ndarray) -> Embedding:
         """One vector per image: ``vectors`` shaped ``(B, D)``."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         return cls(vectors[:, None, :], np.ones(vectors.shape[:1] + (1,), dtype=bool))
@@ -67,7 +67,7 @@ class Embedding:
         return np.nonzero(self.valid)[0]
 
     @classmethod
-    def concat(cls, parts: Sequence["Embedding"]) -> "Embedding":
+    def concat(cls, parts: Sequence[Embedding]) -> Embedding:
         """The vectors of several embeddings of the same images side by side (``T`` axes joined).
 
         Examples
@@ -100,7 +100,7 @@ def fingerprint_of(settings: Mapping[str, Any], state: Mapping[str, torch.Tensor
 
 
 class Embedder(ABC):
-    """Fit (where needed), embed batches of 2D or 3D images, save and load, fingerprint.
+    """Embed batches of 2D or 3D images, save and load, fingerprint.
 
     Images passed to :meth:`embed` are float tensors or arrays ``(B, 1, *spatial)`` in ``[0, 1]``
     (records loaded with :func:`monai_pso.data.load_image`); see
@@ -117,10 +117,6 @@ class Embedder(ABC):
     def __init__(self) -> None:
         #: Where the embedder came from (training source, epochs, seed, validation AUC...); saved with it.
         self.provenance: dict[str, Any] = {}
-
-    def fit(self, images: Iterable[np.ndarray]) -> "Embedder":
-        """Learn what the embedder needs from training images; the default needs nothing."""
-        return self
 
     @abstractmethod
     def embed(self, images: torch.Tensor | np.ndarray) -> Embedding:
@@ -147,7 +143,7 @@ class Embedder(ABC):
         return fingerprint_of(identity, self.state_dict())
 
     @classmethod
-    def create(cls, **params: Any) -> "Embedder":
+    def create(cls, **params: Any) -> Embedder:
         """``cls(**params)``, reporting unknown or missing parameters as :class:`EmbedderSettingsError`."""
         try:
             return cls(**params)
@@ -155,7 +151,7 @@ class Embedder(ABC):
             raise EmbedderSettingsError(f"{cls.name} embedder: {error}") from None
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any]) -> "Embedder":
+    def from_settings(cls, settings: Mapping[str, Any]) -> Embedder:
         """The embedder that :attr:`settings` describe (the default passes them, less ``name``, to :meth:`create`)."""
         return cls.create(**{key: value for key, value in settings.items() if key != "name"})
 

@@ -148,7 +148,7 @@ class NetworkEmbedder(Embedder):
         return path
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any]) -> "NetworkEmbedder":
+    def from_settings(cls, settings: Mapping[str, Any]) -> NetworkEmbedder:
         """Rebuild from settings; they must name a weights file (a random network is not reproducible)."""
         if settings.get("weights") is None:
             raise EmbedderSettingsError(f"settings of the {cls.name} embedder name no weights file; save the embedder first")

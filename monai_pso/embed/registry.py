@@ -80,3 +80,19 @@ def load_embedder(directory: str | Path, expected_fingerprint: str | None = None
 def _check_fingerprint(embedder: Embedder, expected: str | None, where: str | Path) -> None:
     if expected is not None and embedder.fingerprint != expected:
         raise FingerprintMismatchError(f"{where}: the {embedder.name} embedder has fingerprint {embedder.fingerprint[:12]}…, expected {expected[:12]}…")
+
+
+def resolve_embedder(index: Any, embedder: Embedder | None = None, embedder_dir: str | Path | None = None) -> Embedder:
+    """The embedder to query ``index`` with: ``embedder``, else the one saved in ``embedder_dir``, else
+    the one rebuilt from the settings the index records (embedders without weights, e.g. ``pixel``).
+
+    Raises :class:`~monai_pso.errors.FingerprintMismatchError` unless it is the embedder that built the index.
+    """
+    if embedder is None and embedder_dir is not None:
+        embedder = load_embedder(embedder_dir)
+    if embedder is None:
+        if index.embedder is None:
+            raise FingerprintMismatchError(f"{index.source}: the index records no embedder; pass the embedder (or --embedder-dir)")
+        embedder = embedder_from_settings(dict(index.embedder.settings))
+    index.check_embedder(embedder)
+    return embedder

@@ -33,7 +33,7 @@ class TileLayout:
     starts: tuple[tuple[int, ...], ...]
 
     @classmethod
-    def build(cls, grid: tuple[int, ...], tiles: int = 0, tile_size: int | None = None) -> "TileLayout":
+    def build(cls, grid: tuple[int, ...], tiles: int = 0, tile_size: int | None = None) -> TileLayout:
         """Lay out ``tiles`` tiles per axis and/or tiles of ``tile_size`` pixels, overlapping by about half.
 
         Parameters

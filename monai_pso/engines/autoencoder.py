@@ -11,6 +11,7 @@ from monai.utils.enums import CommonKeys as Keys
 
 from monai_pso.engines.base import GenerativeTrainer
 from monai_pso.engines.losses import kl_loss
+from monai_pso.errors import ConfigurationError
 
 
 class AutoencoderTrainer(GenerativeTrainer):
@@ -71,7 +72,7 @@ class AutoencoderTrainer(GenerativeTrainer):
     ) -> None:
         super().__init__(device, max_epochs, train_data_loader, epoch_length, image_key, bf16, handlers, non_blocking)
         if (discriminator is None) != (d_optimizer is None):
-            raise ValueError("give both discriminator and d_optimizer, or neither")
+            raise ConfigurationError("discriminator, d_optimizer: give both (adversarial training) or neither")
         self.autoencoder = autoencoder
         self.g_optimizer = g_optimizer
         self.discriminator = discriminator
@@ -88,7 +89,7 @@ class AutoencoderTrainer(GenerativeTrainer):
         """Whether this epoch trains with the adversarial terms."""
         return self.discriminator is not None and self.state.epoch > self.adversarial_warmup_epochs
 
-    def _iteration(self, engine: "AutoencoderTrainer", batchdata: dict) -> dict:
+    def _iteration(self, engine: AutoencoderTrainer, batchdata: dict) -> dict:
         images = engine.images_of(batchdata)
         adversarial = engine.adversarial_active()
         engine.autoencoder.train()

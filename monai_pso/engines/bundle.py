@@ -8,6 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from monai_pso.errors import ConfigurationError
+
 #: Per modality: the intensity preset and default image sizes (2D slices, 3D volumes). ``auto`` keeps
 #: each record's own preset (set by its reader: phantom ``none``, DICOM CT ``ct``, ...).
 MODALITY_PRESETS: dict[str, dict[str, Any]] = {
@@ -51,14 +53,14 @@ def image_size(modality: str, spatial_dims: int) -> list[int]:
     """
     size = preset_of(modality)[f"size_{spatial_dims}d"]
     if size is None:
-        raise ValueError(f"modality {modality!r} has no {spatial_dims}D preset")
+        raise ConfigurationError(f"modality={modality!r}: has no {spatial_dims}D image size; set image_size in the bundle config")
     return [int(size)] * spatial_dims
 
 
 def preset_of(modality: str) -> dict[str, Any]:
-    """The entry of :data:`MODALITY_PRESETS` (``ValueError`` naming the choices when unknown)."""
+    """The entry of :data:`MODALITY_PRESETS` (:class:`~monai_pso.errors.ConfigurationError` naming the choices when unknown)."""
     if modality not in MODALITY_PRESETS:
-        raise ValueError(f"modality {modality!r} is not one of {', '.join(MODALITY_PRESETS)}")
+        raise ConfigurationError(f"modality={modality!r}: not one of {', '.join(MODALITY_PRESETS)}")
     return MODALITY_PRESETS[modality]
 
 

@@ -21,6 +21,8 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from monai.utils import TransformBackends, convert_to_tensor
 
+from monai_pso.errors import ConfigurationError
+
 CONDITION_MODES = (None, "class", "context")
 
 
@@ -50,9 +52,9 @@ class Conditioning:
 
     def __post_init__(self) -> None:
         if self.mode not in CONDITION_MODES:
-            raise ValueError(f"condition mode {self.mode!r} is not one of {CONDITION_MODES}")
+            raise ConfigurationError(f"condition_mode={self.mode!r}: not one of {CONDITION_MODES}")
         if self.mode == "class" and self.null_class is None:
-            raise ValueError("class conditioning needs null_class (the UNet's num_class_embeds - 1)")
+            raise ConfigurationError("condition_mode='class': needs null_class (the UNet's num_class_embeds - 1)")
 
     def prepare(self, condition: Any, device: torch.device | str) -> torch.Tensor | None:
         """The condition as the UNet wants it: long ``(B,)`` labels, or float ``(B, T, D)`` context."""
@@ -69,7 +71,7 @@ class Conditioning:
         if self.mode is None:
             return None
         if self.key not in batch:
-            raise KeyError(f"conditioning on {self.key!r} but the batch has only {sorted(batch)}")
+            raise ConfigurationError(f"condition_key={self.key!r}: not in the training batch, which has only {sorted(map(str, batch))}")
         return self.prepare(batch[self.key], device)
 
     def null_like(self, condition: torch.Tensor) -> torch.Tensor:

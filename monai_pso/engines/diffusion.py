@@ -112,7 +112,7 @@ class LatentDiffusionTrainer(GenerativeTrainer):
         mu, sigma = self._posterior(images)
         return mu + sigma * torch.randn_like(sigma)
 
-    def _iteration(self, engine: "LatentDiffusionTrainer", batchdata: dict) -> dict:
+    def _iteration(self, engine: LatentDiffusionTrainer, batchdata: dict) -> dict:
         images = engine.images_of(batchdata)
         latents = engine.latents_of(batchdata, images)
         if engine.state.scale_factor is None:

@@ -5,7 +5,8 @@ A request is a dictionary: ``item_id``, ``seed``, ``guidance_scale`` and, when c
 batch of requests; ``engine.state.output`` is a list of the requests with ``"pred"`` (the image
 ``(1, *spatial)`` in ``[0, 1]``) added, the shape of MONAI's decollated evaluator output, so that
 handlers such as the privacy guard (:class:`monai_pso.handlers.PrivacyGuard`) and the release writer
-(:class:`~monai_pso.engines.release.ReleaseWriter`) attach to ``Events.ITERATION_COMPLETED``.
+(:class:`monai_pso.release.ReleaseWriter`) attach to ``Events.ITERATION_COMPLETED``. Under ``torchrun`` each
+rank samples every ``world``-th request, and the release writer joins them into one release.
 A rejected image is redrawn with :meth:`GenerationWorkflow.regenerate`: another seed, and, after
 ``attempts_per_level`` failures, a lower guidance scale (:class:`GuidanceSchedule`).
 """
@@ -163,6 +164,9 @@ class GenerationWorkflow(Workflow):
         Guidance per redraw; its ``start`` is ignored in favour of each request's ``guidance_scale``.
     handlers
         Handlers to attach, in order (the guard before the writer).
+    split_across_ranks
+        With an initialised ``torch.distributed`` process group, sample only this rank's share of the
+        requests (every ``world``-th, from its rank).
 
     Examples
     --------
@@ -184,7 +188,10 @@ class GenerationWorkflow(Workflow):
         batch_size: int = 8,
         schedule: GuidanceSchedule | None = None,
         handlers: Sequence | None = None,
+        split_across_ranks: bool = True,
     ) -> None:
+        if split_across_ranks and torch.distributed.is_available() and torch.distributed.is_initialized():
+            requests = list(requests)[torch.distributed.get_rank() :: torch.distributed.get_world_size()]
         batches = [list(requests[i : i + batch_size]) for i in range(0, len(requests), batch_size)]
         super().__init__(
             device=sampler.device, max_epochs=1, data_loader=batches, epoch_length=len(batches), decollate=False, handlers=handlers
@@ -228,7 +235,7 @@ class GenerationWorkflow(Workflow):
         request[Keys.PRED] = self.sample([request])[0]
         return request
 
-    def _iteration(self, engine: "GenerationWorkflow", batchdata: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _iteration(self, engine: GenerationWorkflow, batchdata: list[dict[str, Any]]) -> list[dict[str, Any]]:
         images = engine.sample(batchdata)
         engine.state.output = [dict(request, **{Keys.PRED: image}) for request, image in zip(batchdata, images)]
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)

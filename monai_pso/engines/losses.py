@@ -12,7 +12,7 @@ import torch
 from monai.losses.perceptual import HF_MONAI_MODELS, PerceptualLoss, PerceptualNetworkType
 from monai.utils import optional_import
 
-from monai_pso.errors import DataSourceError
+from monai_pso.errors import ConfigurationError, DataSourceError
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def offline_perceptual_loss(
     ------
     DataSourceError
         ``weights_path`` does not exist, or a hub folder lacks ``Project-MONAI_perceptual-models_main``.
-    ValueError
+    ConfigurationError
         The network does not fit the route, the dimensions, or would download weights.
     ImportError
         torchvision is needed and not installed.
@@ -91,7 +91,7 @@ def offline_perceptual_loss(
         logger.info("perceptual loss off: no local weights given (perceptual_weights=null)")
         return None
     if network not in set(PerceptualNetworkType):
-        raise ValueError(f"unknown perceptual network_type {network!r}: one of {', '.join(PerceptualNetworkType)}")
+        raise ConfigurationError(f"perceptual network_type={network!r}: unknown, not one of {', '.join(PerceptualNetworkType)}")
     if network in HF_MONAI_MODELS:
         return _hub_perceptual_loss(spatial_dims, _hub_folder(path, network), network, fake_3d_ratio)
     return _torchvision_perceptual_loss(spatial_dims, path, network, pretrained, fake_3d_ratio)
@@ -109,7 +109,7 @@ def _default_network(spatial_dims: int, path: Path | None) -> str | None:
 def _hub_folder(path: Path | None, network: str) -> Path:
     """``path`` checked to be a torch hub folder holding MONAI's perceptual-models repository."""
     if path is None or not path.is_dir():
-        raise ValueError(f"network_type={network!r} needs weights_path: a torch hub folder holding {HUB_REPO_FOLDER}")
+        raise ConfigurationError(f"perceptual network_type={network!r}: needs weights_path, a torch hub folder holding {HUB_REPO_FOLDER}")
     if not (path / HUB_REPO_FOLDER).is_dir():
         raise DataSourceError(
             path / HUB_REPO_FOLDER,
@@ -144,7 +144,7 @@ def _hub_perceptual_loss(spatial_dims: int, folder: Path, network: str, fake_3d_
     """RadImageNet (2D, or 2.5D in 3D) or MedicalNet (3D) from the local torch hub ``folder``."""
     medicalnet = network.startswith("medicalnet_")
     if medicalnet and spatial_dims != 3:
-        raise ValueError(f"{network} is a 3D network: use radimagenet_resnet50 for 2D images")
+        raise ConfigurationError(f"perceptual network_type={network!r}: a 3D network; use radimagenet_resnet50 for 2D images")
     with hub_dir(folder), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "MedicalNet networks support channel-wise loss")  # single-channel images
         return PerceptualLoss(spatial_dims, network, is_fake_3d=spatial_dims == 3 and not medicalnet, fake_3d_ratio=fake_3d_ratio)
@@ -155,11 +155,11 @@ def _torchvision_perceptual_loss(
 ) -> PerceptualLoss:
     """The torchvision ResNet-50: weights from the state dict ``path``, or random with ``pretrained=False``."""
     if network in LPIPS_NETWORKS:
-        raise ValueError(f"{network!r} (LPIPS) downloads its ImageNet backbone: use resnet50 or a torch hub folder")
+        raise ConfigurationError(f"perceptual network_type={network!r}: LPIPS downloads its ImageNet backbone; use resnet50 or a torch hub folder")
     if path is not None and not path.is_file():
         raise DataSourceError(path, "is a folder: resnet50 takes a state dict file" if path.is_dir() else "perceptual-loss weights not found")
     if pretrained and path is None:
-        raise ValueError("a pretrained resnet50 would be downloaded: give weights_path, or pretrained=False")
+        raise ConfigurationError("perceptual network_type='resnet50': pretrained weights would be downloaded; give weights_path, or pretrained=False")
     if not optional_import("torchvision")[1]:
         raise ImportError(f"network_type={network!r} needs torchvision (pip install torchvision)")
     return PerceptualLoss(

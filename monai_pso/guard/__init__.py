@@ -1,24 +1,26 @@
-"""The privacy guard: the decision (:class:`PrivacyChecker`), MONAI transforms, ignite handlers, releases.
+"""The privacy guard: the decision (:class:`PrivacyChecker`), the guard folder, MONAI transforms, ignite handlers.
 
-See ``docs/guard.md``. Public namespaces: :mod:`monai_pso.transforms` and :mod:`monai_pso.handlers`.
+Build a guard with :func:`build_guard` (``monai-pso guard build``) and get its checker with
+:func:`load_checker`, the one factory every gate, handler and command uses. See ``docs/guard.md``.
+Public namespaces: :mod:`monai_pso.transforms` and :mod:`monai_pso.handlers`; releases are :mod:`monai_pso.release`.
 """
 
-from monai_pso.guard.audit_log import AuditLog
+from monai_pso.guard.audit_log import AuditLog, audit_columns
 from monai_pso.guard.checker import Decisions, GuardCheck, PrivacyChecker
-from monai_pso.guard.defaults import build_default_guard, default_embedders
-from monai_pso.guard.handler import HANDLER_AUDIT_COLUMNS, PrivacyEvents, PrivacyGuard
+from monai_pso.guard.folder import DEFAULT_CHECKS, GUARD_FILE, build_guard, load_checker, read_guard
+from monai_pso.guard.handler import PrivacyEvents, PrivacyGuard
 from monai_pso.guard.hashing import PatientHasher
 from monai_pso.guard.monitor import MemorizationMonitor
-from monai_pso.guard.release import RELEASE_AUDIT_COLUMNS, ReleaseReport, gate_source
 from monai_pso.guard.transforms import DECISION_KEYS, GATE_MODES, PrivacyGate, PrivacyGated, released_collate, released_only
 
 __all__ = [
     "AuditLog",
     "DECISION_KEYS",
+    "DEFAULT_CHECKS",
     "Decisions",
     "GATE_MODES",
+    "GUARD_FILE",
     "GuardCheck",
-    "HANDLER_AUDIT_COLUMNS",
     "MemorizationMonitor",
     "PatientHasher",
     "PrivacyChecker",
@@ -26,11 +28,10 @@ __all__ = [
     "PrivacyGate",
     "PrivacyGated",
     "PrivacyGuard",
-    "RELEASE_AUDIT_COLUMNS",
-    "ReleaseReport",
-    "build_default_guard",
-    "default_embedders",
-    "gate_source",
+    "audit_columns",
+    "build_guard",
+    "load_checker",
+    "read_guard",
     "released_collate",
     "released_only",
 ]

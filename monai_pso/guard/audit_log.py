@@ -1,4 +1,14 @@
-"""The per-decision audit log: a CSV written row by row as decisions are made (flushed each row).
+"""The per-decision audit log: one CSV schema for every decision of the guard, written row by row (flushed).
+
+The columns (:func:`audit_columns`) are the same wherever the guard decides: a release's ``audit.csv``
+(gate and generation alike), the transforms' optional log, and, with ``draw`` for ``draws``, the
+per-draw log of a generation run (``draws.csv``):
+
+- ``item``, ``split``, ``released`` (``true``/``false``), ``outcome`` (``released``, ``too_close``),
+  ``nn_distance`` / ``threshold`` / ``check`` / ``nearest_patient_hash`` of the deciding check (the one
+  failed by most, or passed by least, as a share of tau), ``draws`` (images drawn for the item, the
+  released or last one included), ``file`` (the released file, relative to the release), ``time``;
+- per check ``<check>_distance``, ``<check>_tau``, ``<check>_decision`` (``pass`` / ``fail``).
 
 Distances and thresholds are written with ``repr(float)``, which reads back to the identical float64,
 so anyone can re-check every decision from the log alone (``released`` is ``nn_distance >= threshold``).
@@ -21,6 +31,39 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from monai_pso.errors import MonaiPsoError
+
+#: Columns every audit row has, before the per-check ones.
+BASE_COLUMNS = ("item", "split", "released", "outcome", "nn_distance", "threshold", "check", "nearest_patient_hash", "draws", "file", "time")
+
+#: Per-check column suffixes.
+CHECK_FIELDS = ("distance", "tau", "decision")
+
+
+def check_columns(checks: Sequence[str]) -> tuple[str, ...]:
+    """``<check>_distance``, ``<check>_tau``, ``<check>_decision`` for each check, in order.
+
+    Examples
+    --------
+    >>> check_columns(["pixel"])
+    ('pixel_distance', 'pixel_tau', 'pixel_decision')
+    """
+    return tuple(f"{name}_{part}" for name in checks for part in CHECK_FIELDS)
+
+
+def audit_columns(checks: Sequence[str], per_draw: bool = False) -> tuple[str, ...]:
+    """The audit columns of a guard with ``checks``; ``per_draw`` numbers draws (``draw``) instead of counting them.
+
+    Examples
+    --------
+    >>> audit_columns(["pixel"])[:4], audit_columns(["pixel"])[-1]
+    (('item', 'split', 'released', 'outcome'), 'pixel_decision')
+    >>> "draw" in audit_columns(["pixel"], per_draw=True)
+    True
+    """
+    base = tuple("draw" if c == "draws" else c for c in BASE_COLUMNS) if per_draw else BASE_COLUMNS
+    return base + check_columns(checks)
 
 
 def format_cell(value: Any) -> str:
@@ -62,7 +105,7 @@ class AuditLog:
             with self.path.open(newline="") as stream:
                 header = tuple(next(csv.reader(stream), ()))
             if header != self.columns:
-                raise ValueError(f"{self.path}: audit log has columns {header}, expected {self.columns}")
+                raise MonaiPsoError(f"{self.path}: audit log has columns {', '.join(header)}, expected {', '.join(self.columns)}")
         self._stream = self.path.open("a" if append else "w", newline="")
         self._writer = csv.DictWriter(self._stream, fieldnames=self.columns)
         if not existing:
@@ -70,7 +113,7 @@ class AuditLog:
         self._stream.flush()
 
     def write(self, **row: Any) -> None:
-        """Write one row (unknown columns raise ``ValueError``)."""
+        """Write one row (missing columns are empty; unknown ones raise ``ValueError``)."""
         if "time" in self.columns:
             row.setdefault("time", utc_now())
         self._writer.writerow({key: format_cell(value) for key, value in row.items()})

@@ -22,6 +22,8 @@ Examples
 >>> index = build_index(src, PixelEmbedder(), progress=False)
 >>> threshold = calibrate_threshold(index, None, src, n_bootstrap=20, progress=False)
 >>> checker = PrivacyChecker(GuardCheck.create(index, threshold))
+>>> checker.names
+['pixel']
 >>> training_image = src.split("train")[0].image
 >>> bool(checker.decide(training_image[None]).released[0])
 False
@@ -30,16 +32,18 @@ False
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from monai_pso.calibrate import Threshold, check_image_batch, nearest_training_items, resolve_embedder
+from monai_pso.calibrate.threshold import Threshold
+from monai_pso.embed.registry import resolve_embedder
+from monai_pso.index.query import check_image_batch, nearest_training_items
 from monai_pso.embed.base import Embedder
-from monai_pso.errors import IndexIntegrityError
+from monai_pso.errors import IndexIntegrityError, MonaiPsoError
 from monai_pso.guard.hashing import PatientHasher
 
 
@@ -59,6 +63,8 @@ class GuardCheck:
         Its :class:`~monai_pso.calibrate.Threshold`.
     embedder
         The embedder that built ``index``.
+    index_fingerprint, embedder_fingerprint
+        Computed once by :meth:`create` (hashing an embedder's weights is not free).
     """
 
     name: str
@@ -66,6 +72,7 @@ class GuardCheck:
     threshold: Threshold
     embedder: Embedder
     index_fingerprint: str = field(default="", compare=False)
+    embedder_fingerprint: str = field(default="", compare=False)
 
     @classmethod
     def create(
@@ -99,7 +106,7 @@ class GuardCheck:
         threshold.check_compatible(embedder=embedder, index=index, location=location)
         if name is None:
             name = embedder.name + ("-tiles" if getattr(embedder, "tiled", False) else "")
-        return cls(name, index, threshold, embedder, index.fingerprint)
+        return cls(name, index, threshold, embedder, index.fingerprint, embedder.fingerprint)  # fingerprints computed once
 
     @property
     def tau(self) -> float:
@@ -131,6 +138,8 @@ class Decisions:
         Salted hash of the nearest training patient in the deciding check.
     distances
         Per check name, ``(B,)`` distances.
+    taus
+        Per check name, its tau.
     """
 
     released: np.ndarray
@@ -139,19 +148,25 @@ class Decisions:
     check: list[str]
     nearest_patient_hash: list[str]
     distances: dict[str, np.ndarray]
+    taus: dict[str, float]
 
     def __len__(self) -> int:
         return len(self.released)
 
     def row(self, i: int) -> dict[str, Any]:
-        """The decision on image ``i`` as audit-log fields."""
-        return {
+        """The decision on image ``i`` as audit-log fields (:func:`~monai_pso.guard.audit_log.audit_columns`)."""
+        row: dict[str, Any] = {
+            "released": bool(self.released[i]),
+            "outcome": "released" if self.released[i] else "too_close",
             "nn_distance": float(self.nn_distance[i]),
             "threshold": float(self.threshold[i]),
-            "released": bool(self.released[i]),
-            "nearest_patient_hash": self.nearest_patient_hash[i],
             "check": self.check[i],
+            "nearest_patient_hash": self.nearest_patient_hash[i],
         }
+        for name, distances in self.distances.items():
+            tau = self.taus[name]
+            row.update({f"{name}_distance": float(distances[i]), f"{name}_tau": tau, f"{name}_decision": "pass" if distances[i] >= tau else "fail"})
+        return row
 
 
 class PrivacyChecker:
@@ -163,37 +178,41 @@ class PrivacyChecker:
         One :class:`GuardCheck` or several (all must pass).
     hasher
         Salts the nearest patient's id in decisions; default: a random salt held only in memory.
+    ledger_dir
+        Folder of the release ledger of releases made with this guard (the primary index's folder);
+        ``None`` for a guard never saved.
+
+    Build one from a guard folder or saved parts with :func:`monai_pso.guard.load_checker`.
     """
 
-    def __init__(self, checks: GuardCheck | Sequence[GuardCheck], hasher: PatientHasher | None = None) -> None:
+    def __init__(self, checks: GuardCheck | Sequence[GuardCheck], hasher: PatientHasher | None = None, ledger_dir: str | Path | None = None) -> None:
         self.checks = [checks] if isinstance(checks, GuardCheck) else list(checks)
         if not self.checks:
-            raise ValueError("the privacy checker needs at least one check")
+            raise MonaiPsoError("the privacy checker needs at least one check")
         names = [c.name for c in self.checks]
         if len(set(names)) != len(names):
-            self.checks = [GuardCheck(f"{c.name}-{i}", c.index, c.threshold, c.embedder, c.index_fingerprint) for i, c in enumerate(self.checks)]
+            self.checks = [replace(c, name=f"{c.name}-{i}") for i, c in enumerate(self.checks)]
         self.hasher = hasher or PatientHasher()
+        self.ledger_dir = None if ledger_dir is None else Path(ledger_dir)
 
-    @classmethod
-    def create(
-        cls,
-        index: Any | Sequence[Any],
-        threshold: Threshold | str | Path | Sequence[Threshold | str | Path],
-        embedder: Embedder | Sequence[Embedder | None] | None = None,
-        hasher: PatientHasher | None = None,
-    ) -> "PrivacyChecker":
-        """A checker from one index and threshold, or from paired sequences of them (paths or objects).
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.checks]
 
-        Examples
-        --------
-        >>> PrivacyChecker.create(["idx-pixel", "idx-tiles"], ["tau-pixel.json", "tau-tiles.json"])  # doctest: +SKIP
-        """
-        indexes = list(index) if isinstance(index, (list, tuple)) else [index]
-        thresholds = list(threshold) if isinstance(threshold, (list, tuple)) else [threshold]
-        embedders = list(embedder) if isinstance(embedder, (list, tuple)) else [embedder] * len(indexes)
-        if not (len(indexes) == len(thresholds) == len(embedders)):
-            raise ValueError(f"give one threshold (and embedder) per index: {len(indexes)} indexes, {len(thresholds)} thresholds")
-        return cls([GuardCheck.create(i, t, e) for i, t, e in zip(indexes, thresholds, embedders)], hasher)
+    def with_hasher(self, hasher: PatientHasher) -> "PrivacyChecker":
+        """The same checks with another salt for the nearest-patient hashes (e.g. one private to a release)."""
+        return PrivacyChecker(self.checks, hasher, self.ledger_dir)
+
+    def certificate(self, decision: dict[str, Any], release_id: str) -> dict[str, Any]:
+        """What a released file's header records of its decision: tau, distance, fingerprints of the deciding check."""
+        check = next(c for c in self.checks if c.name == decision["check"])
+        return {
+            "tau": decision["threshold"],
+            "nn_distance": decision["nn_distance"],
+            "index_fingerprint": check.index_fingerprint,
+            "embedder_fingerprint": check.embedder_fingerprint,
+            "release_id": release_id,
+        }
 
     @property
     def taus(self) -> dict[str, float]:
@@ -217,6 +236,7 @@ class PrivacyChecker:
             check=[self.checks[k].name for k in deciding],
             nearest_patient_hash=[self.hasher(measured[k][1][i]) for i, k in enumerate(deciding)],
             distances={c.name: distances[k] for k, c in enumerate(self.checks)},
+            taus=self.taus,
         )
 
     def provenance(self) -> dict[str, Any]:
@@ -227,7 +247,7 @@ class PrivacyChecker:
                 "rule": c.threshold.applied_rule,
                 "query_views": c.threshold.query_views,
                 "embedder": c.embedder.name,
-                "embedder_fingerprint": c.embedder.fingerprint,
+                "embedder_fingerprint": c.embedder_fingerprint,
                 "index_fingerprint": c.index_fingerprint,
                 "index_source": c.index.source,
                 "threshold_created": c.threshold.created,

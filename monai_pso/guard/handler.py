@@ -4,19 +4,23 @@ generation engine.
 Attached to a generation workflow (any ignite ``Engine`` / ``monai.engines`` workflow whose
 ``engine.state.output`` holds generated images), on every ``ITERATION_COMPLETED`` it
 
-1. checks each generated image with a :class:`~monai_pso.guard.checker.PrivacyChecker`;
+1. checks each generated image with the guard (:func:`~monai_pso.guard.folder.load_checker`);
 2. has each rejected image redrawn by ``regenerate(item, attempt)`` (``attempt`` = 1, 2, ...), at most
    ``max_attempts`` times; an image still rejected after that is dropped and counted;
-3. replaces ``engine.state.output`` by the released images only (see *Output layouts*), and sets
-   ``engine.state.privacy_released_mask`` (bool per original position) and ``engine.state.privacy_sample_ids``;
-4. appends one row per check to ``save_dir/audit.csv`` (:data:`HANDLER_AUDIT_COLUMNS`, flushed per row);
-5. raises the memorization alarm when more than ``alarm_rate`` of all checks so far were rejections
-   (after ``alarm_min_checks`` checks): a logger warning, ``engine.state.privacy_alarm = True``, the
+3. replaces ``engine.state.output`` by the released images only (see *Output layouts*), sets
+   ``engine.state.privacy_released_mask`` (bool per original position), ``engine.state.privacy_sample_ids``
+   and ``engine.state.privacy_refused`` (the dropped items of the iteration: ``item_id``, ``decision``,
+   ``draws``);
+4. appends one row per draw to ``draw_log`` when given (:func:`~monai_pso.guard.audit_log.audit_columns`
+   with ``per_draw``; ``outcome`` is ``released``, ``redrawn`` or ``dropped``), flushed per row;
+5. raises the memorization alarm when more than ``alarm_rate`` of all draws so far were rejections
+   (after ``alarm_min_checks`` draws): a logger warning, ``engine.state.privacy_alarm = True``, the
    custom event :attr:`PrivacyEvents.MEMORIZATION_ALARM`, and with ``raise_on_alarm`` a
    :class:`~monai_pso.errors.PrivacyViolationError`.
 
-On ``COMPLETED`` it writes ``save_dir/summary.json`` (counts, rejection rate, per-check distance statistics and
-histograms, dropped sample ids, thresholds and fingerprints) and ``save_dir/distances.png``.
+On ``COMPLETED`` it sets ``engine.state.privacy_summary`` (draw counts, rejection rates, the alarm, dropped
+ids). Writing the release is :class:`monai_pso.release.ReleaseWriter`'s job (attached after the guard;
+:class:`monai_pso.release.GuardedRelease` attaches both).
 
 Fail closed: if anything goes wrong while checking (a NaN image, a wrong shape, a failing ``regenerate``),
 ``engine.state.output`` is emptied before the error propagates, so no later handler sees an unchecked image.
@@ -26,26 +30,23 @@ order), and do not save images in the workflow's ``postprocessing``.
 Output layouts (``image_key``, default ``"pred"``):
 
 - a list of per-sample dicts (MONAI's decollated output, :class:`monai_pso.engines.GenerationWorkflow`):
-  the list keeps the released items, each with :data:`~monai_pso.guard.transforms.DECISION_KEYS` and a
-  ``certificate`` dict (read by :class:`monai_pso.engines.ReleaseWriter`);
+  the list keeps the released items, each with :data:`~monai_pso.guard.transforms.DECISION_KEYS`,
+  ``privacy_decision`` (the audit row of its decision) and ``privacy_draws``;
 - a dict of batched values: ``image_key`` becomes the stacked released images, every other value with one
   entry per sample is subset alike, and ``privacy_released_mask`` / ``privacy_sample_ids`` are added;
 - a bare tensor ``(B, 1, *spatial)``: replaced by the released images.
 
 Examples
 --------
->>> guard = PrivacyGuard(["idx-pixel", "idx-tiles"], ["tau-pixel.json", "tau-tiles.json"], save_dir="run/privacy",  # doctest: +SKIP
-...                      regenerate=workflow.regenerate, max_attempts=3)  # doctest: +SKIP
->>> guard.attach(workflow)          # before the ReleaseWriter  # doctest: +SKIP
+>>> guard = PrivacyGuard("GUARD_DIR", regenerate=workflow.regenerate, max_attempts=3)  # doctest: +SKIP
+>>> guard.attach(workflow)          # before anything that writes images  # doctest: +SKIP
 >>> workflow.run()  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -53,20 +54,13 @@ import numpy as np
 import torch
 from ignite.engine import Engine, EventEnum, Events
 
-from monai_pso import __version__
-from monai_pso.errors import ImageValueError, PrivacyViolationError
-from monai_pso.guard.audit_log import AuditLog
+from monai_pso.data.image_files import as_stored
+from monai_pso.errors import ImageValueError, MonaiPsoError, PrivacyViolationError
+from monai_pso.guard.audit_log import AuditLog, audit_columns
 from monai_pso.guard.checker import Decisions, PrivacyChecker
-from monai_pso.guard.hashing import PatientHasher
+from monai_pso.guard.folder import load_checker
 from monai_pso.guard.outputs import GeneratedBatch
-from monai_pso.guard.report import distance_statistics, plot_distances
-from monai_pso.guard.storage import as_stored
 from monai_pso.guard.transforms import DECISION_KEYS
-from monai_pso.io import write_json_atomically
-
-#: Columns of ``audit.csv``: one row per check of a generated image. ``decision`` is ``released``,
-#: ``rejected`` (to be redrawn) or ``dropped`` (rejected with no attempt left).
-HANDLER_AUDIT_COLUMNS = ("sample_id", "attempt", "nn_distance", "threshold", "released", "decision", "nearest_patient_hash", "check", "time")
 
 
 class PrivacyEvents(EventEnum):
@@ -80,14 +74,10 @@ class PrivacyGuard:
 
     Parameters
     ----------
-    index, threshold
-        Index folder (or object) and threshold JSON (or object), or paired lists of them.
-    save_dir
-        Where ``audit.csv``, ``summary.json`` and ``distances.png`` go.
-    checker
-        A ready :class:`~monai_pso.guard.checker.PrivacyChecker` instead of ``index`` / ``threshold``.
-    embedder
-        The index's embedder, when it cannot be rebuilt from the index's settings.
+    guard
+        A guard folder (``monai-pso guard build``) or a ready :class:`~monai_pso.guard.checker.PrivacyChecker`.
+    index, threshold, embedder
+        Instead of ``guard``: paired index folders and threshold files (:func:`~monai_pso.guard.folder.load_checker`).
     regenerate
         ``regenerate(item, attempt) -> item dict or image``: a new draw for a rejected sample. ``item``
         is the sample's dict (its request, for a list output; the per-sample values, for a dict output);
@@ -99,56 +89,48 @@ class PrivacyGuard:
     batch_transform
         ``batch_transform(engine.state.batch) -> list of dicts``: per-sample values (conditions) merged
         into the item handed to ``regenerate`` (dict and tensor outputs).
-    salt, salt_file
-        Salt of the nearest-patient hashes: given, or kept (hex) in a private file (created when absent);
-        default a random salt never stored.
+    salt_file
+        Private file with the salt of the nearest-patient hashes (created when absent); default the
+        guard's hasher (a random salt never stored, unless the checker was given one).
     store_as, modality
         Check the values a ``png`` / ``nifti`` / ``dicom`` file will hold (the released images are
         replaced by them), so the certificate holds for the written file.
     alarm_rate, alarm_min_checks, raise_on_alarm
         The memorization alarm.
-    release_id
-        Written into each certificate (default: a random id).
-    bins
-        Histogram bins of the summary.
+    draw_log
+        CSV receiving one row per draw (``None``: no log).
     """
 
     def __init__(
         self,
+        guard: str | Path | PrivacyChecker | None = None,
+        *,
         index: Any = None,
         threshold: Any = None,
-        save_dir: str | Path = "privacy",
-        *,
-        checker: PrivacyChecker | None = None,
         embedder: Any = None,
+        salt_file: str | Path | None = None,
         regenerate: Callable[[dict[str, Any], int], Any] | None = None,
         max_attempts: int = 3,
         image_key: str = "pred",
         id_key: str = "item_id",
         batch_transform: Callable[[Any], list[dict[str, Any]]] | None = None,
-        salt: str | bytes | None = None,
-        salt_file: str | Path | None = None,
         store_as: str | None = None,
         modality: str = "other",
         alarm_rate: float = 0.2,
         alarm_min_checks: int = 20,
         raise_on_alarm: bool = False,
-        release_id: str | None = None,
-        bins: int = 30,
+        draw_log: str | Path | None = None,
     ) -> None:
         if max_attempts < 0:
-            raise ValueError(f"max_attempts must be >= 0, got {max_attempts}")
-        hasher = PatientHasher.from_file(salt_file) if salt_file is not None else PatientHasher(salt)
-        self.checker = checker or PrivacyChecker.create(index, threshold, embedder, hasher)
-        self.save_dir = Path(save_dir)
+            raise MonaiPsoError(f"max_attempts must be >= 0, got {max_attempts}")
+        self.checker = load_checker(guard, index=index, threshold=threshold, embedder=embedder, salt_file=salt_file)
         self.regenerate = regenerate
         self.max_attempts = max_attempts
         self.image_key, self.id_key = image_key, id_key
         self.batch_transform = batch_transform
         self.store_as, self.modality = store_as, modality
         self.alarm_rate, self.alarm_min_checks, self.raise_on_alarm = alarm_rate, alarm_min_checks, raise_on_alarm
-        self.release_id = release_id or uuid.uuid4().hex
-        self.bins = bins
+        self.draw_log = None if draw_log is None else Path(draw_log)
         self.logger = logging.getLogger(__name__)
         self._reset()
 
@@ -156,7 +138,6 @@ class PrivacyGuard:
         self.counts = {"generated": 0, "checks": 0, "released": 0, "rejected": 0, "regenerated": 0, "dropped": 0, "first_attempt_rejected": 0}
         self.dropped_ids: list[str] = []
         self.alarm = False
-        self._distances: dict[str, list[np.ndarray]] = {c.name: [] for c in self.checker.checks}
         self._log: AuditLog | None = None
 
     def attach(self, engine: Engine) -> None:
@@ -170,12 +151,14 @@ class PrivacyGuard:
     def _started(self, engine: Engine) -> None:
         self._reset()
         engine.state.privacy_alarm = False
-        self._log = AuditLog(self.save_dir / "audit.csv", HANDLER_AUDIT_COLUMNS)
+        if self.draw_log is not None:
+            self._log = AuditLog(self.draw_log, audit_columns(self.checker.names, per_draw=True))
 
     # -- one iteration ----------------------------------------------------------------------------
 
     def __call__(self, engine: Engine) -> None:
         batch = GeneratedBatch.unpack(engine.state.output, self.image_key)
+        engine.state.privacy_refused = []
         try:
             released = self._gate(engine, batch)
         except BaseException:
@@ -203,7 +186,7 @@ class PrivacyGuard:
             for j, position in enumerate(pending):
                 keep = bool(decisions.released[j])
                 last = attempt >= self.max_attempts or self.regenerate is None
-                self._record(batch, position, attempt, decisions, j, "released" if keep else ("dropped" if last else "rejected"))
+                self._record(engine, batch, position, attempt, decisions.row(j), "released" if keep else ("dropped" if last else "redrawn"))
                 if keep:
                     released.append(position)
                 elif last:
@@ -231,24 +214,18 @@ class PrivacyGuard:
             raise ImageValueError(f"generated images of one batch differ in shape: {sorted(shapes)}")
         return self.checker.decide(torch.stack(images))
 
-    def _record(self, batch: GeneratedBatch, position: int, attempt: int, decisions: Decisions, j: int, decision: str) -> None:
-        row = decisions.row(j)
-        self._log.write(sample_id=batch.ids[position], attempt=attempt, decision=decision, **row)
+    def _record(self, engine: Engine, batch: GeneratedBatch, position: int, attempt: int, decision: dict[str, Any], outcome: str) -> None:
+        """Count and log one draw; annotate a released item, list a dropped one in ``engine.state.privacy_refused``."""
+        if self._log is not None:
+            self._log.write(**{**decision, "item": batch.ids[position], "draw": attempt + 1, "outcome": outcome})
         self.counts["checks"] += 1
-        self.counts["released" if row["released"] else "rejected"] += 1
-        self.counts["first_attempt_rejected"] += int(attempt == 0 and not row["released"])
-        for name, distances in decisions.distances.items():
-            self._distances[name].append(distances[j : j + 1])
-        if row["released"]:
-            check = next(c for c in self.checker.checks if c.name == row["check"])
-            certificate = {
-                "tau": row["threshold"],
-                "nn_distance": row["nn_distance"],
-                "index_fingerprint": check.index_fingerprint,
-                "embedder_fingerprint": check.embedder.fingerprint,
-                "release_id": self.release_id,
-            }
-            batch.annotate(position, {**dict(zip(DECISION_KEYS, (row["nn_distance"], row["threshold"], True, row["nearest_patient_hash"], row["check"]))), "certificate": certificate})
+        self.counts["released" if decision["released"] else "rejected"] += 1
+        self.counts["first_attempt_rejected"] += int(attempt == 0 and not decision["released"])
+        if decision["released"]:
+            keys = (decision["nn_distance"], decision["threshold"], True, decision["nearest_patient_hash"], decision["check"])
+            batch.annotate(position, {**dict(zip(DECISION_KEYS, keys)), "privacy_decision": decision, "privacy_draws": attempt + 1})
+        elif outcome == "dropped":
+            engine.state.privacy_refused.append({"item_id": batch.ids[position], "decision": decision, "draws": attempt + 1})
 
     # -- alarm and summary ------------------------------------------------------------------------
 
@@ -271,37 +248,22 @@ class PrivacyGuard:
             engine.state.output = GeneratedBatch.unpack(engine.state.output, self.image_key).pack([])
             raise PrivacyViolationError(message)
 
-    def _joined_distances(self) -> dict[str, np.ndarray]:
-        """Per check, the distances of every check so far."""
-        return {name: np.concatenate(parts) if parts else np.zeros(0) for name, parts in self._distances.items()}
-
     def summary(self) -> dict[str, Any]:
-        """Counts, rates, per-check distance statistics, dropped ids, thresholds and fingerprints."""
-        distances = self._joined_distances()
+        """Draw counts, rejection rates, the alarm and the dropped ids."""
         return {
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "package_version": __version__,
-            "release_id": self.release_id,
             "counts": dict(self.counts),
             "rejection_rate": self.rejection_rate,
             "first_attempt_rejection_rate": self.counts["first_attempt_rejected"] / self.counts["generated"] if self.counts["generated"] else 0.0,
             "max_attempts": self.max_attempts,
             "alarm": {"raised": self.alarm, "rate": self.alarm_rate, "min_checks": self.alarm_min_checks},
             "dropped": list(self.dropped_ids),
-            "checks": self.checker.provenance(),
-            "distances": {name: distance_statistics(values, self.checker.taus[name], self.bins) for name, values in distances.items()},
-            "audit_log": "audit.csv",
+            "draw_log": None if self.draw_log is None else self.draw_log.name,
         }
 
     def _completed(self, engine: Engine) -> None:
         if self._log is not None:
             self._log.close()
-        summary = self.summary()
-        engine.state.privacy_summary = summary
-        write_json_atomically(self.save_dir / "summary.json", summary)
-        taus = self.checker.taus
-        panels = {name: (values, values >= taus[name], taus[name]) for name, values in self._joined_distances().items()}
-        plot_distances(self.save_dir / "distances.png", panels, f"privacy guard: {self.counts['released']} released, {self.counts['dropped']} dropped", self.bins)
+        engine.state.privacy_summary = self.summary()
 
 
-__all__ = ["HANDLER_AUDIT_COLUMNS", "PrivacyEvents", "PrivacyGuard"]
+__all__ = ["PrivacyEvents", "PrivacyGuard"]

@@ -13,7 +13,7 @@ Stock handlers log ``engine.state.metrics``, so ``StatsHandler``, ``TensorBoardS
 
 Examples
 --------
->>> monitor = MemorizationMonitor("idx", "tau.json", sample_fn=lambda m: sampler.sample(m), n_samples=32, interval=5)  # doctest: +SKIP
+>>> monitor = MemorizationMonitor("GUARD_DIR", sample_fn=lambda m: sampler.sample(m), n_samples=32, interval=5)  # doctest: +SKIP
 >>> monitor.attach(trainer)  # doctest: +SKIP
 >>> StatsHandler(name="train").attach(trainer)  # doctest: +SKIP
 """
@@ -21,13 +21,16 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from monai_pso.errors import MonaiPsoError
 from monai_pso.guard.checker import PrivacyChecker
+from monai_pso.guard.folder import load_checker
 
 
 class MemorizationMonitor:
@@ -35,8 +38,8 @@ class MemorizationMonitor:
 
     Parameters
     ----------
-    index, threshold
-        Index folder (or object) and threshold JSON (or object), or paired lists of them.
+    guard
+        A guard folder (``monai-pso guard build``) or a ready checker.
     sample_fn
         ``sample_fn(n) -> (n, 1, *spatial)`` tensor or array of new samples in ``[0, 1]``.
     n_samples
@@ -45,27 +48,27 @@ class MemorizationMonitor:
         Measure every this many epochs.
     prefix
         Metric name prefix.
-    checker, embedder
-        A ready checker instead of ``index`` / ``threshold``; the index's embedder when it cannot be
-        rebuilt from its settings.
+    index, threshold, embedder
+        Instead of ``guard``: paired index folders and threshold files (:func:`~monai_pso.guard.folder.load_checker`).
     """
 
     def __init__(
         self,
-        index: Any = None,
-        threshold: Any = None,
+        guard: str | Path | PrivacyChecker | None = None,
         sample_fn: Callable[[int], torch.Tensor | np.ndarray] | None = None,
         n_samples: int = 16,
         interval: int = 1,
         prefix: str = "memorization_",
-        checker: PrivacyChecker | None = None,
+        *,
+        index: Any = None,
+        threshold: Any = None,
         embedder: Any = None,
     ) -> None:
         if sample_fn is None:
-            raise ValueError("MemorizationMonitor needs a sample_fn")
+            raise MonaiPsoError("MemorizationMonitor needs a sample_fn")
         if n_samples < 1 or interval < 1:
-            raise ValueError(f"n_samples and interval must be >= 1, got {n_samples}, {interval}")
-        self.checker = checker or PrivacyChecker.create(index, threshold, embedder)
+            raise MonaiPsoError(f"n_samples and interval must be >= 1, got {n_samples}, {interval}")
+        self.checker = load_checker(guard, index=index, threshold=threshold, embedder=embedder)
         self.sample_fn, self.n_samples, self.interval, self.prefix = sample_fn, n_samples, interval, prefix
 
     def attach(self, engine: Engine) -> None:

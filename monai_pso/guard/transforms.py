@@ -12,14 +12,14 @@ closer than tau to a training image depends on ``mode``:
   :func:`released_only` before anything leaves your hands.
 
 The returned image holds exactly the float32 values that were checked. Optionally every decision is
-appended to an audit CSV (``audit_log``; columns :data:`TRANSFORM_AUDIT_COLUMNS`).
+appended to an audit CSV (``audit_log``; the columns of every audit, :func:`~monai_pso.guard.audit_log.audit_columns`).
 
 Examples
 --------
 >>> from monai.transforms import Compose  # doctest: +SKIP
 >>> from monai_pso.transforms import LoadRecordImaged, IntensityPresetd, PrivacyGated  # doctest: +SKIP
 >>> gate = Compose([LoadRecordImaged("image"), IntensityPresetd("image"),  # doctest: +SKIP
-...                 PrivacyGated("image", index="idx", threshold="tau.json", mode="drop")])  # doctest: +SKIP
+...                 PrivacyGated("image", guard="GUARD_DIR", mode="drop")])  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
 
 from monai_pso.errors import PrivacyViolationError
-from monai_pso.guard.audit_log import AuditLog
+from monai_pso.errors import MonaiPsoError
+from monai_pso.guard.audit_log import AuditLog, audit_columns
 from monai_pso.guard.checker import PrivacyChecker
+from monai_pso.guard.folder import load_checker
 from monai_pso.guard.hashing import PatientHasher
 
 #: What the gate does with an image that is too close to a training image.
@@ -45,9 +47,6 @@ GATE_MODES = ("raise", "drop", "flag")
 
 #: Decision keys written into dictionary items and MetaTensor meta.
 DECISION_KEYS = ("privacy_nn_distance", "privacy_threshold", "privacy_released", "privacy_nearest_patient_hash", "privacy_check")
-
-#: Columns of the optional transform audit log.
-TRANSFORM_AUDIT_COLUMNS = ("item", "nn_distance", "threshold", "released", "nearest_patient_hash", "check", "time")
 
 
 def _as_meta_image(image: Any) -> MetaTensor:
@@ -69,14 +68,11 @@ def _deciding(decisions: list[dict[str, Any]]) -> dict[str, Any]:
 class _Gate:
     """What both transforms share: the checker, the mode, the audit log."""
 
-    def __init__(self, index: Any, threshold: Any, mode: str, embedder: Any, checker: PrivacyChecker | None, salt: str | bytes | None, audit_log: str | Path | None) -> None:
+    def __init__(self, guard: Any, mode: str, index: Any, threshold: Any, embedder: Any, salt: str | bytes | None, audit_log: str | Path | None) -> None:
         if mode not in GATE_MODES:
-            raise ValueError(f"mode={mode!r}: choose one of {', '.join(GATE_MODES)}")
-        if checker is None:
-            if index is None or threshold is None:
-                raise ValueError("give index and threshold (paths or objects), or a checker")
-            checker = PrivacyChecker.create(index, threshold, embedder, PatientHasher(salt) if salt is not None else None)
-        self.checker = checker
+            raise MonaiPsoError(f"mode={mode!r}: choose one of {', '.join(GATE_MODES)}")
+        hasher = PatientHasher(salt) if salt is not None else None
+        self.checker = load_checker(guard, index=index, threshold=threshold, embedder=embedder, hasher=hasher)
         self.mode = mode
         self.audit_path = None if audit_log is None else Path(audit_log)
         self._audit: AuditLog | None = None
@@ -90,9 +86,9 @@ class _Gate:
             decisions.append(decision)
         if self.audit_path is not None:
             if self._audit is None:
-                self._audit = AuditLog(self.audit_path, TRANSFORM_AUDIT_COLUMNS, append=True)
+                self._audit = AuditLog(self.audit_path, audit_columns(self.checker.names), append=True)
             for decision in decisions:
-                self._audit.write(item=item, **decision)
+                self._audit.write(**decision, item=item, draws=1)
         return decisions
 
     def refuse(self, decision: dict[str, Any], item: str) -> None:
@@ -108,15 +104,14 @@ class PrivacyGate(Transform):
 
     Parameters
     ----------
-    index, threshold
-        Index folder (or :class:`~monai_pso.index.ReferenceIndex`) and threshold JSON (or
-        :class:`~monai_pso.calibrate.Threshold`), or paired lists of them (every check must pass).
+    guard
+        A guard folder (``monai-pso guard build``) or a ready :class:`~monai_pso.guard.checker.PrivacyChecker`.
     mode
         ``raise``, ``drop`` or ``flag``.
-    embedder
-        The index's embedder, when it cannot be rebuilt from the index's settings.
-    checker
-        A ready :class:`~monai_pso.guard.checker.PrivacyChecker` instead of ``index`` / ``threshold``.
+    index, threshold, embedder
+        Instead of ``guard``: index folders (or :class:`~monai_pso.index.ReferenceIndex`) and their
+        threshold files (or :class:`~monai_pso.calibrate.Threshold`), paired (every check must pass),
+        and the embedders of indexes whose embedder has weights.
     salt
         Salt of the nearest-patient hash (default: random, never stored).
     audit_log
@@ -129,15 +124,25 @@ class PrivacyGate(Transform):
 
     Examples
     --------
-    >>> gate = PrivacyGate(index="idx", threshold="tau.json", mode="flag")  # doctest: +SKIP
+    >>> gate = PrivacyGate("GUARD_DIR", mode="flag")  # doctest: +SKIP
     >>> out = gate(image)  # doctest: +SKIP
     >>> out.meta["privacy_released"], out.meta["privacy_nn_distance"]  # doctest: +SKIP
     """
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
-    def __init__(self, index: Any = None, threshold: Any = None, mode: str = "raise", embedder: Any = None, checker: PrivacyChecker | None = None, salt: str | bytes | None = None, audit_log: str | Path | None = None) -> None:
-        self.gate = _Gate(index, threshold, mode, embedder, checker, salt, audit_log)
+    def __init__(
+        self,
+        guard: str | Path | PrivacyChecker | None = None,
+        mode: str = "raise",
+        *,
+        index: Any = None,
+        threshold: Any = None,
+        embedder: Any = None,
+        salt: str | bytes | None = None,
+        audit_log: str | Path | None = None,
+    ) -> None:
+        self.gate = _Gate(guard, mode, index, threshold, embedder, salt, audit_log)
 
     def __call__(self, img: Any) -> MetaTensor | None:
         image = _as_meta_image(img)
@@ -154,13 +159,14 @@ class PrivacyGated(MapTransform):
     """Dictionary version of :class:`PrivacyGate`: the item is released only when every key's image passes.
 
     Writes :data:`DECISION_KEYS` into the item (the deciding image's values: the worst failure, or the
-    tightest pass) and each image's own decision into its ``meta``.
+    tightest pass), the deciding decision's audit row as ``privacy_decision`` (what
+    :meth:`monai_pso.release.ReleaseBuilder.add` takes), and each image's own decision into its ``meta``.
 
     Parameters
     ----------
     keys
         Image keys to check.
-    index, threshold, mode, embedder, checker, salt, audit_log
+    guard, mode, index, threshold, embedder, salt, audit_log
         As for :class:`PrivacyGate`.
     id_key
         Item key naming the item in errors and the audit log.
@@ -174,7 +180,7 @@ class PrivacyGated(MapTransform):
 
     Examples
     --------
-    >>> item = PrivacyGated("image", index="idx", threshold="tau.json", mode="flag")({"image": image})  # doctest: +SKIP
+    >>> item = PrivacyGated("image", "GUARD_DIR", mode="flag")({"image": image})  # doctest: +SKIP
     >>> item["privacy_released"], item["privacy_nn_distance"] >= item["privacy_threshold"]  # doctest: +SKIP
     """
 
@@ -183,18 +189,19 @@ class PrivacyGated(MapTransform):
     def __init__(
         self,
         keys: KeysCollection,
+        guard: str | Path | PrivacyChecker | None = None,
+        mode: str = "raise",
+        *,
         index: Any = None,
         threshold: Any = None,
-        mode: str = "raise",
         embedder: Any = None,
-        checker: PrivacyChecker | None = None,
         salt: str | bytes | None = None,
         audit_log: str | Path | None = None,
         id_key: str = "item_id",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.gate = _Gate(index, threshold, mode, embedder, checker, salt, audit_log)
+        self.gate = _Gate(guard, mode, index, threshold, embedder, salt, audit_log)
         self.id_key = id_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any] | None:
@@ -206,7 +213,7 @@ class PrivacyGated(MapTransform):
             d[key] = _as_meta_image(d[key])
         item = str(d.get(self.id_key, ""))
         decision = _deciding(self.gate.decide([d[key] for key in keys], item))
-        d.update(_decision_meta(decision))
+        d.update(_decision_meta(decision), privacy_decision=decision)
         if decision["released"] or self.gate.mode == "flag":
             return d
         if self.gate.mode == "raise":

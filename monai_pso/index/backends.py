@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from monai_pso.errors import ConfigurationError
+
 #: Elements of a ``(queries, references)`` float32 distance block computed at once (64 MiB).
 BLOCK_ELEMENTS = 1 << 24
 
@@ -317,7 +319,7 @@ def get_backend(name: str | Backend = "auto") -> Backend:
     if name == "auto":
         name = next(n for n in ("faiss-gpu", "torch-cuda", "faiss-cpu") if n in available)
     if name not in available:
-        raise ValueError(f"backend {name!r} is not available here (available: {', '.join(available)})")
+        raise ConfigurationError(f"backend={name!r}: not available here (available: {', '.join(available)})")
     if name == "faiss-cpu":
         return NumpyBackend()
     if name == "faiss-gpu":

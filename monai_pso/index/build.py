@@ -25,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from monai_pso.embed.base import Embedder, Embedding
-from monai_pso.errors import ImageValueError, IndexIntegrityError
+from monai_pso.errors import ConfigurationError, ImageValueError, IndexIntegrityError
 from monai_pso.index.backends import Backend
 from monai_pso.index.exact import check_finite_vectors
 from monai_pso.index.reference import EmbedderInfo, ReferenceIndex
@@ -118,7 +118,7 @@ def build_index(
     if len(chosen) == 0:
         raise IndexIntegrityError(f"{chosen.description}: no images to index")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+        raise ConfigurationError(f"batch_size={batch_size!r}: must be positive")
     check_shape = _ShapeCheck(chosen.description)
     builder = ShardBuilder(shard_rows, n_clusters, seed, projection_dim)
     records = chosen.records

@@ -66,7 +66,7 @@ class DistributedIndex(ItemQueries):
         mmap: bool = True,
         backend: str | Backend = "auto",
         group: dist.ProcessGroup | None = None,
-    ) -> "DistributedIndex":
+    ) -> DistributedIndex:
         """Load this rank's shards of the index in ``directory`` (sha256-verified, fingerprint-checked)."""
         n_shards = read_manifest(directory)["counts"]["shards"]
         mine = shards_for_rank(n_shards, dist.get_rank(group), dist.get_world_size(group))

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from monai_pso.errors import EmbedderSettingsError, ImageValueError
+
 #: Unit round-off of IEEE float32 (round to nearest).
 FLOAT32_UNIT_ROUNDOFF = 2.0**-24
 
@@ -52,7 +54,7 @@ def float32_gamma(dim: int) -> float:
     """
     gamma = 2.0 * (dim + 8) * FLOAT32_UNIT_ROUNDOFF
     if gamma >= 0.5:
-        raise ValueError(f"dimension {dim} is too large for a float32 error bound")
+        raise EmbedderSettingsError(f"embedding dimension {dim}: too large for a float32 error bound; choose settings with fewer dimensions")
     return gamma
 
 
@@ -168,8 +170,6 @@ def check_finite_vectors(vectors: np.ndarray, what: str) -> np.ndarray:
     >>> check_finite_vectors(np.zeros((2, 3)), "queries").dtype
     dtype('float32')
     """
-    from monai_pso.errors import ImageValueError
-
     array = np.ascontiguousarray(vectors, dtype=np.float32)
     if array.ndim != 2:
         raise ImageValueError(f"{what}: expected vectors shaped (N, D), got shape {array.shape}")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from monai_pso.embed.base import Embedder
-from monai_pso.errors import FingerprintMismatchError, ImageValueError, IndexIntegrityError
+from monai_pso.errors import ConfigurationError, FingerprintMismatchError, ImageValueError, IndexIntegrityError
 from monai_pso.index.backends import Backend, get_backend
 from monai_pso.index.exact import check_finite_vectors
 from monai_pso.index.items import ItemQueries
@@ -50,7 +50,7 @@ class EmbedderInfo:
     settings: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, embedder: Embedder) -> "EmbedderInfo":
+    def of(cls, embedder: Embedder) -> EmbedderInfo:
         return cls(embedder.name or type(embedder).__name__, embedder.fingerprint, dict(embedder.settings))
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,7 +143,7 @@ class ReferenceIndex(ItemQueries):
         seed: int = 0,
         projection_dim: int | None = None,
         backend: str | Backend = "auto",
-    ) -> "ReferenceIndex":
+    ) -> ReferenceIndex:
         """An index over ``vectors`` ``(N, D)``, row ``i`` belonging to item ``row_item[i]``.
 
         ``shard_rows`` defaults to 1 GiB of vectors per shard; ``n_clusters`` is per shard (default ``sqrt`` of its rows); ``projection_dim`` the directions of the
@@ -164,7 +164,7 @@ class ReferenceIndex(ItemQueries):
             embedder = EmbedderInfo.of(embedder)
         return cls(builder.finish(), item_ids, patient_ids, image_shape=image_shape, embedder=embedder, source=source, backend=backend)
 
-    def use_backend(self, backend: str | Backend) -> "ReferenceIndex":
+    def use_backend(self, backend: str | Backend) -> ReferenceIndex:
         """Search with ``backend`` from now on (rows are placed on it lazily); returns ``self``."""
         self.backend = get_backend(backend)
         self._searchers: list[ShardSearcher] | None = None
@@ -294,7 +294,7 @@ class ReferenceIndex(ItemQueries):
 
     def _run(self, queries: np.ndarray, make_state, strategy: str, method: str) -> list[SearchState]:
         if strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+            raise ConfigurationError(f"strategy={strategy!r}: must be one of {STRATEGIES}")
         states = []
         for start in range(0, len(queries), QUERY_CHUNK):
             block = Queries.of(queries[start : start + QUERY_CHUNK])
@@ -324,7 +324,7 @@ class ReferenceIndex(ItemQueries):
             rows (ties: the smaller row first).
         """
         if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
+            raise ConfigurationError(f"k={k!r}: must be at least 1")
         queries = self._checked(queries)
         states = self._run(queries, lambda n: TopK(n, k), strategy, "nearest")
         if not states:
@@ -338,7 +338,7 @@ class ReferenceIndex(ItemQueries):
         """
         tau = float(tau)
         if not np.isfinite(tau) or tau < 0:
-            raise ValueError(f"tau must be a finite non-negative number, got {tau}")
+            raise ConfigurationError(f"tau={tau!r}: must be a finite non-negative number")
         queries = self._checked(queries)
         states = self._run(queries, lambda n: AnyWithin(n, tau), strategy, "any_within")
         return np.concatenate([s.hit for s in states]) if states else np.zeros(0, bool)
@@ -379,7 +379,7 @@ class ReferenceIndex(ItemQueries):
         mmap: bool = True,
         backend: str | Backend = "auto",
         shards: Sequence[int] | None = None,
-    ) -> "ReferenceIndex":
+    ) -> ReferenceIndex:
         """Read an index written by :meth:`save`, verifying every file's sha256.
 
         Parameters

@@ -81,7 +81,7 @@ class Queries:
     norms: np.ndarray
 
     @classmethod
-    def of(cls, vectors: np.ndarray) -> "Queries":
+    def of(cls, vectors: np.ndarray) -> Queries:
         vectors = np.ascontiguousarray(vectors, np.float32)
         return cls(vectors, row_norms(vectors))
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monai_pso.errors import IndexIntegrityError
+from monai_pso.errors import ConfigurationError, IndexIntegrityError
 from monai_pso.index.clusters import cluster_rows
 from monai_pso.index.exact import row_norms
 from monai_pso.index.projection import default_projection_dim, fit_projection, project, spectral_norm
@@ -89,7 +89,7 @@ class Shard:
         seed: int = 0,
         row_offset: int = 0,
         projection_dim: int | None = None,
-    ) -> "Shard":
+    ) -> Shard:
         """Cluster ``vectors`` and lay them out; ``row_item[i]`` is the item of ``vectors[i]``.
 
         ``projection_dim`` directions feed the projection filter (default :func:`default_projection_dim`).
@@ -162,7 +162,7 @@ class Shard:
         return written
 
     @classmethod
-    def load(cls, directory: Path, row_offset: int, mmap: bool = True) -> "Shard":
+    def load(cls, directory: Path, row_offset: int, mmap: bool = True) -> Shard:
         """Read a shard written by :meth:`save` (``vectors`` memory-mapped when ``mmap``) and check it."""
         arrays = {}
         for name, dtype in SHARD_ARRAYS.items():
@@ -240,7 +240,7 @@ class ShardBuilder:
         self, shard_rows: int | None = None, n_clusters: int | None = None, seed: int = 0, projection_dim: int | None = None
     ):
         if shard_rows is not None and shard_rows < 1:
-            raise ValueError(f"shard_rows must be positive, got {shard_rows}")
+            raise ConfigurationError(f"shard_rows={shard_rows!r}: must be positive")
         self.shard_rows, self.n_clusters, self.seed, self.projection_dim = shard_rows, n_clusters, seed, projection_dim
         self.shards: list[Shard] = []
         self._vectors: list[np.ndarray] = []

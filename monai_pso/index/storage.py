@@ -10,13 +10,14 @@ Layout::
       shard-00000/            vectors.npy row_id.npy row_item.npy norms.npy centroids.npy offsets.npy
                               member_dist.npy   (see monai_pso.index.shard.SHARD_ARRAYS)
       shard-00001/ ...
-      ledger.jsonl, ledger.head.json   the release ledger, when releases were recorded (monai_pso.audit.ledger)
+      ledger.jsonl, ...       files kept beside the index, e.g. the release ledger (monai_pso.release.ledger)
 
 Writing is atomic: everything goes to a temporary folder beside the target, which is then renamed into
 place (an existing index is swapped out and removed only afterwards), so readers never see half an index.
-An existing index folder that holds a release ledger is not replaced unless ``keep_ledger=True``, which
-carries the ledger into the new index (the ledger lock is held meanwhile, so no append is lost): the
-record of what was released from these patients is never dropped by a rebuild.
+An existing index folder that holds files of its own besides the index (the release ledger of the
+releases made against it) is not replaced unless ``keep_ledger=True``, which carries those files into the
+new index (the folder lock, :func:`~monai_pso.io.folder_lock`, is held meanwhile, so no ledger append is
+lost): the record of what was released from these patients is never dropped by a rebuild.
 Reading verifies the sha256 of every file it uses (:class:`IndexIntegrityError` naming the file), the
 content fingerprint of a whole index against the one recorded at save and, given an embedder, its
 fingerprint (:class:`FingerprintMismatchError` naming both).
@@ -48,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from monai_pso.errors import FingerprintMismatchError, IndexIntegrityError
 from monai_pso.index.shard import SHARD_ARRAYS, Shard
-from monai_pso.io import read_json, sha256_file, staged_folder, write_json_atomically
+from monai_pso.io import folder_lock, read_json, sha256_file, staged_folder, write_json_atomically
 
 if TYPE_CHECKING:
     from monai_pso.embed.base import Embedder
@@ -109,6 +110,15 @@ def _fsync_files(paths: list[Path]) -> None:
             os.fsync(handle.fileno())
 
 
+def kept_files(directory: str | Path) -> list[str]:
+    """Names of the files in an index folder that are not the index's own (the release ledger), sorted."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    own = {MANIFEST_NAME, ITEMS_NAME}
+    return sorted(p.name for p in directory.iterdir() if p.is_file() and p.name not in own and not p.name.startswith("."))
+
+
 def write_index(index: "ReferenceIndex", directory: str | Path, keep_ledger: bool = False) -> Path:
     """Write ``index`` to ``directory`` atomically; returns the folder.
 
@@ -116,20 +126,18 @@ def write_index(index: "ReferenceIndex", directory: str | Path, keep_ledger: boo
     folder that is not an index, and an index folder holding a release ledger unless ``keep_ledger``
     (then the ledger files are copied into the new index under the ledger lock).
     """
-    from monai_pso.audit.ledger import ledger_files, ledger_lock  # the audit's ledger lives beside the index
-
     target = Path(directory).expanduser().absolute()
     if index.n_rows != index.total_rows:
         raise IndexIntegrityError(f"{target}: only {index.n_rows} of {index.total_rows} rows are loaded; cannot save a partial index")
     if target.exists() and not (target / MANIFEST_NAME).is_file() and (not target.is_dir() or any(target.iterdir())):
         raise IndexIntegrityError(f"{target}: exists and is not a reference index; refusing to replace it")
-    ledger = ledger_files(target)
+    ledger = kept_files(target)
     if ledger and not keep_ledger:
         raise IndexIntegrityError(
             f"{target}: holds the release ledger of this index ({', '.join(ledger)}), which replacing the index would delete; "
             "pass keep_ledger=True (monai-pso index build --keep-ledger) to carry it into the new index, or save the index elsewhere"
         )
-    with ledger_lock(target) if ledger else nullcontext(), staged_folder(target) as staged:
+    with folder_lock(target) if ledger else nullcontext(), staged_folder(target) as staged:
         written = [staged / ITEMS_NAME]
         write_json_atomically(written[0], {"item_ids": index.item_ids, "patient_ids": index.patient_ids}, indent=1)
         for number, shard in enumerate(index.shards):

@@ -52,7 +52,7 @@ class PacsNode:
     called_aet: str = DEFAULT_CALLED_AET
 
     @classmethod
-    def parse(cls, address: str, calling_aet: str, called_aet: str | None = None) -> "PacsNode":
+    def parse(cls, address: str, calling_aet: str, called_aet: str | None = None) -> PacsNode:
         """Build from ``HOST:PORT`` and AE titles, checking each (PacsError naming the bad one)."""
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:

@@ -1,42 +1,27 @@
-"""Which DICOM files of a release folder may leave: only those of items the gate released.
+"""Which DICOM files of a release may leave: only the files of items the guard released.
 
-A release folder (written by ``monai-pso gate ... --format dicom``) holds ``audit.csv`` (columns ``item``
-and ``released``, ``true``/``false``, among others) and the DICOM files :func:`~monai_pso.data.write_dicom`
-wrote: ``<item>.dcm`` for a 2D image, ``<item>/<slice>.dcm`` for a volume.
-
-**Matching a file to its audit item**: the path of the file relative to the release folder is read from the
-outside in (its folders, then the file name without ``.dcm``); the first name that is an ``item`` of
-``audit.csv`` is the file's item. So ``item7.dcm``, ``item7/0001.dcm`` and ``images/item7.dcm`` all belong
-to ``item7``.
+The release is opened with :func:`monai_pso.release.open_release` (its manifest, summary and
+``audit.csv`` checked against the one release schema, whoever wrote it: ``monai-pso gate`` or
+generation). The manifest's ``files`` says which item each released file belongs to.
 
 A DICOM file is **refused** (never sent) when:
 
-- no audit entry matches it;
-- its audit entry says ``released=false`` (or anything but ``true``);
-- its header carries no monai-pso certificate (it is not a synthetic image monai-pso wrote: e.g. a patient's
-  file copied into the folder by mistake);
-- its header certificate says ``nn_distance < tau``.
+- the manifest lists it for no released item (e.g. a patient's file copied into the folder by mistake);
+- its item's row in ``audit.csv`` does not say ``released=true``;
+- its sha256 differs from the one recorded when it was written;
+- its header carries no monai-pso certificate, or the certificate says ``nn_distance < tau``.
 
-Files and folders whose names start with ``.`` (temporary files of atomic writes) and files that are not
-DICOM (``audit.csv``, ``manifest.json``, PNGs) are ignored. Without ``audit.csv`` nothing is sent.
+Files and folders whose names start with ``.`` and files that are not DICOM are ignored. Without a
+readable release nothing is sent.
 
 Examples
 --------
->>> import tempfile
->>> import numpy as np
->>> from monai_pso.data.dicom_writer import write_dicom
->>> folder = Path(tempfile.mkdtemp())
->>> _ = (folder / "audit.csv").write_text("item,released\\nok,true\\nclose,false\\n")
->>> for item in ("ok", "close", "stray"):
-...     _ = write_dicom(np.zeros((1, 4, 4)), folder / item, modality="mri", spacing=None, certificate={"tau": 1, "nn_distance": 2})
->>> plan = plan_release(folder)
->>> [item for item, _ in plan.to_send], [reason for _, reason in plan.refused]
-(['ok'], ['audit: released=false', 'no entry in audit.csv'])
+>>> plan = plan_release("GENERATED_RELEASE")  # doctest: +SKIP
+>>> [item for item, _ in plan.to_send], plan.refused  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,9 +30,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.misc import is_dicom
 
 from monai_pso.data.dicom_certificate import PrivacyCertificate
-from monai_pso.errors import PacsError
-
-AUDIT_FILE = "audit.csv"
+from monai_pso.errors import MonaiPsoError, PacsError
+from monai_pso.io import sha256_file
 
 
 @dataclass
@@ -69,36 +53,15 @@ class ReleasePlan:
     missing: list[str] = field(default_factory=list)
 
 
-def read_audit(release_dir: Path) -> dict[str, bool]:
-    """``item -> released`` from ``release_dir/audit.csv`` (PacsError when missing or malformed).
-
-    Only the text ``true`` (any case) releases; anything else, an empty cell included, does not.
-    """
-    path = release_dir / AUDIT_FILE
-    if not path.is_file():
-        raise PacsError(f"{path}: missing; without the gate's audit nothing is sent")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        rows = list(csv.DictReader(handle))
-        columns = set(rows[0]) if rows else set()
-    if rows and not {"item", "released"} <= columns:
-        raise PacsError(f"{path}: needs the columns item and released, found {', '.join(sorted(columns))}")
-    audit: dict[str, bool] = {}
-    for row in rows:  # an item listed twice is released only if every row says so
-        audit[row["item"]] = audit.get(row["item"], True) and str(row["released"]).strip().lower() == "true"
-    return audit
-
-
-def _item_of(relative: Path, audit: dict[str, bool]) -> str | None:
-    names = [*relative.parts[:-1], relative.name.removesuffix(".dcm")]
-    return next((name for name in names if name in audit), None)
-
-
-def _refusal(path: Path, item: str | None, audit: dict[str, bool]) -> str | None:
+def _refusal(path: Path, relative: str, listed: dict[str, tuple[str, str]], released: set[str]) -> str | None:
     """Why ``path`` must not leave, or ``None`` when it may."""
-    if item is None:
-        return f"no entry in {AUDIT_FILE}"
-    if not audit[item]:
+    if relative not in listed:
+        return "not a released file of this release (not in manifest.json)"
+    item, sha256 = listed[relative]
+    if item not in released:
         return "audit: released=false"
+    if sha256_file(path) != sha256:
+        return "changed since it was released (sha256 differs from the manifest)"
     try:
         certificate = PrivacyCertificate.read_from(pydicom.dcmread(path, stop_before_pixels=True))
     except (InvalidDicomError, OSError, ValueError) as error:
@@ -119,16 +82,23 @@ def _dicom_files(release_dir: Path) -> list[Path]:
 
 def plan_release(release_dir: str | Path) -> ReleasePlan:
     """Sort the DICOM files of ``release_dir`` into cleared and refused (see the module docstring)."""
+    from monai_pso.release import open_release
+
     release_dir = Path(release_dir)
-    audit = read_audit(release_dir)
+    try:
+        release = open_release(release_dir)
+    except MonaiPsoError as error:
+        raise PacsError(f"{error}; nothing is sent") from None
+    listed = {entry["path"]: (entry["item"], entry["sha256"]) for entry in release.manifest["files"]}
+    released = set(release.released_items)
     plan = ReleasePlan()
     for path in _dicom_files(release_dir):
-        item = _item_of(path.relative_to(release_dir), audit)
-        reason = _refusal(path, item, audit)
+        relative = path.relative_to(release_dir).as_posix()
+        reason = _refusal(path, relative, listed, released)
         if reason is None:
-            plan.to_send.append((item, path))
+            plan.to_send.append((listed[relative][0], path))
         else:
             plan.refused.append((path, reason))
     sent_items = {item for item, _ in plan.to_send}
-    plan.missing = [item for item, released in audit.items() if released and item not in sent_items]
+    plan.missing = [item for item in release.released_items if item not in sent_items]
     return plan

@@ -4,14 +4,14 @@ What ``monai-pso demo`` and the study's synthetic arm run, step by step::
 
     bundle = prepare_bundle("ldm_2d", MODEL_DIR, {"dataset_source": SOURCE, ...})   # copy + write settings
     train_bundle(MODEL_DIR)                                                     # autoencoder, then diffusion UNet
-    build_bundle_guard(MODEL_DIR, SOURCE)                                       # two-check guard, tau from val
+    build_guard(SOURCE, MODEL_DIR / 'privacy')                                  # monai_pso.guard: the guard folder
     run_bundle_generation(MODEL_DIR, {"n": 16, "output_dir": RELEASE_DIR})      # guarded release
 
 leaving::
 
     MODEL_DIR/configs/   the bundle's configs with the run's settings written in (later runs rebuild the same networks)
     MODEL_DIR/models/    autoencoder.pt, diffusion.pt
-    MODEL_DIR/privacy/   pixel/{index,threshold.json}, pixel-tiles/{index,threshold.json}
+    MODEL_DIR/privacy/   the guard folder: guard.json, pixel/{index,threshold.json}, pixel-tiles/{index,threshold.json}
 
 Settings that cannot be written to JSON (an in-memory :class:`~monai_pso.data.DataSource`) are passed to
 each run as ``runtime`` overrides instead.
@@ -208,16 +208,6 @@ def train_bundle(bundle: str | Path, runtime: dict[str, Any] | None = None, extr
     """
     run_bundle_configs(bundle, ["train_autoencoder.json", *extra_configs], runtime, quiet)
     run_bundle_configs(bundle, ["train_autoencoder.json", "train_diffusion.json", *extra_configs], runtime, quiet)
-
-
-def build_bundle_guard(bundle: str | Path, training: Any, holdout: Any = None, split: str = "val", **calibration: Any) -> Any:
-    """The default two-check guard of ``training``'s train split, tau calibrated on ``holdout``'s ``split``,
-    saved under ``bundle/privacy`` where the bundle's ``inference.json`` finds it; returns the
-    :class:`~monai_pso.guard.PrivacyChecker`.
-    """
-    from monai_pso.guard import build_default_guard
-
-    return build_default_guard(training, holdout, split=split, out_dir=Path(bundle) / "privacy", **calibration)
 
 
 def _user_error(error: BaseException, bundle: Path) -> MonaiPsoError | None:

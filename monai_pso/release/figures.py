@@ -1,8 +1,7 @@
-"""Summaries of gate decisions: distance statistics, a histogram, and its plot with tau marked.
+"""A release's distance summaries: statistics, a histogram, and its plot with tau marked.
 
-Shared by the generation handler (:class:`~monai_pso.guard.handler.PrivacyGuard`) and the release
-command (:func:`~monai_pso.guard.release.gate_source`), so both write the same ``summary.json``
-``distances`` block and the same ``distances.png``.
+Written by :class:`~monai_pso.release.builder.ReleaseBuilder` for every release (``summary.json``'s
+``distances`` block and ``distances.png``), whoever made it.
 
 Examples
 --------

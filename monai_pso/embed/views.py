@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from monai_pso.embed.base import Embedder, Embedding
+from monai_pso.errors import ConfigurationError
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,11 @@ class QueryViews:
 
     def __post_init__(self) -> None:
         if self.max_shift < 0:
-            raise ValueError(f"max_shift must be >= 0, got {self.max_shift}")
+            raise ConfigurationError(f"max_shift={self.max_shift!r}: must be >= 0")
         object.__setattr__(self, "rotations", tuple(float(r) for r in self.rotations if float(r) != 0.0))
         changes = tuple((float(g), float(o)) for g, o in self.intensity if (float(g), float(o)) != (1.0, 0.0))
         if any(g <= 0 for g, _ in changes):
-            raise ValueError(f"intensity gains must be positive, got {changes}")
+            raise ConfigurationError(f"intensity={changes}: gains must be positive")
         object.__setattr__(self, "intensity", changes)
 
     def count(self, spatial_dims: int) -> int:
@@ -90,7 +91,7 @@ class QueryViews:
         return {"max_shift": self.max_shift, "rotations": list(self.rotations), "intensity": [list(c) for c in self.intensity]}
 
     @classmethod
-    def from_dict(cls, content: dict[str, Any] | None) -> "QueryViews":
+    def from_dict(cls, content: dict[str, Any] | None) -> QueryViews:
         content = dict(content or {})
         content["intensity"] = tuple(tuple(c) for c in content.get("intensity", ()))
         content["rotations"] = tuple(content.get("rotations", ()))

@@ -1,6 +1,6 @@
-"""The one measurement behind calibration and the gate: images -> distance to the training set.
+"""The index queried with images: images -> exact distance to the nearest training item (calibration and the guard).
 
-``embed_queries`` of the images (and of their extra views, :mod:`monai_pso.calibrate.views`), then the index's exact nearest training item per image. Everything
+``embed_queries`` of the images (and of their extra views, :mod:`monai_pso.embed.views`), then the index's exact nearest training item per image. Everything
 that could make the answer meaningless is refused here, before any decision is taken from it: a batch
 that is not ``(B, 1, *spatial)``, NaN / Inf values, values outside ``[0, 1]`` (the embedders would clip
 them silently, so the distance would belong to another image than the one released), a spatial shape
@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_pso.calibrate.views import QueryViews
 from monai_pso.embed.base import Embedder
+from monai_pso.embed.views import QueryViews
 from monai_pso.errors import ImageValueError, IndexIntegrityError
-from monai_pso.index import NearestItems
+from monai_pso.index.items import NearestItems
 
 
 def check_image_batch(images: torch.Tensor | np.ndarray, index: Any) -> np.ndarray:
@@ -73,7 +73,7 @@ def nearest_training_items(index: Any, embedder: Embedder, images: torch.Tensor 
     images
         ``(B, 1, *spatial)`` in ``[0, 1]``.
     views
-        Extra query-side views (:class:`~monai_pso.calibrate.views.QueryViews`); ``None``: the image only.
+        Extra query-side views (:class:`~monai_pso.embed.views.QueryViews`); ``None``: the image only.
 
     Raises
     ------

@@ -1,6 +1,8 @@
 """A release folder's ``manifest.json``, read tolerantly, and the sha256 of its files.
 
-Fields read (all optional), in the layouts the ``gate`` and ``generate`` commands write:
+monai-pso's own releases are opened with :func:`monai_pso.release.open_release` (schema checked); this
+module also reads the manifests of other generators' releases, for the audit and the ledger. Fields read
+(all optional):
 
 - released files: ``files`` (a mapping of name to sha256, or a list of objects with ``path``/``file``/
   ``name`` and ``sha256``) or ``items`` (a list of objects with ``files``: names, no hashes);
@@ -24,8 +26,8 @@ from typing import Any
 
 from monai_pso.errors import DataSourceError
 from monai_pso.io import read_json, sha256_file
+from monai_pso.release.layout import MANIFEST_FILE
 
-MANIFEST_FILE = "manifest.json"
 
 
 def read_manifest(release_dir: str | Path) -> dict[str, Any]:

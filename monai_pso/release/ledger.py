@@ -8,7 +8,7 @@ Files in ``INDEX_DIR``::
 
     ledger.jsonl      one JSON object per line, one line per release, oldest first
     ledger.head.json  {"entries": n, "hash": <hash of entry n>}: detects entries cut off the end
-    ledger.lock       taken (fcntl.flock) while an entry is appended
+    .lock             taken (monai_pso.io.folder_lock) while an entry is appended
 
 An entry holds ``seq`` (1, 2, ...), ``time`` (UTC, ISO 8601), ``command`` (``gate`` or ``generate``),
 ``release_path`` (absolute), ``files`` (relative path -> sha256 of each released file),
@@ -38,25 +38,22 @@ Examples
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from monai_pso.audit.manifest import MANIFEST_FILE, hash_release, listed_files, manifest_threshold, read_manifest, release_fingerprints
-from monai_pso.errors import DataSourceError, FingerprintMismatchError, LedgerIntegrityError
-from monai_pso.io import read_json, sha256_file, write_json_atomically, write_text_atomically
+from monai_pso.release.manifest import MANIFEST_FILE, hash_release, listed_files, manifest_threshold, read_manifest, release_fingerprints
+from monai_pso.errors import DataSourceError, MonaiPsoError, FingerprintMismatchError, LedgerIntegrityError
+from monai_pso.io import folder_lock, read_json, sha256_file, write_json_atomically, write_text_atomically
 
 LEDGER_FILE = "ledger.jsonl"
 HEAD_FILE = "ledger.head.json"
-LOCK_FILE = "ledger.lock"
-#: The files that hold the ledger (the lock file holds nothing).
+#: The files that hold the ledger.
 LEDGER_FILES = (LEDGER_FILE, HEAD_FILE)
 GENESIS_HASH = "0" * 64
 
@@ -184,17 +181,6 @@ def ledger_files(index_dir: str | Path) -> list[str]:
     return [name for name in LEDGER_FILES if (Path(index_dir) / name).exists()]
 
 
-@contextmanager
-def ledger_lock(index_dir: str | Path) -> Iterator[None]:
-    """Hold the ledger's exclusive lock (appends wait for it)."""
-    with open(Path(index_dir) / LOCK_FILE, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _sync_folder(folder: Path) -> None:
     handle = os.open(folder, os.O_RDONLY)
     try:
@@ -213,8 +199,8 @@ def append_entry(index_dir: str | Path, fields: Mapping[str, Any]) -> LedgerEntr
         raise DataSourceError(index_dir, "index folder not found")
     unknown = sorted(set(fields) - set(CALLER_FIELDS))
     if unknown:
-        raise ValueError(f"unknown ledger fields: {', '.join(unknown)}")
-    with ledger_lock(index_dir):
+        raise MonaiPsoError(f"unknown ledger fields: {', '.join(unknown)}")
+    with folder_lock(index_dir):
         entries = verify_ledger(index_dir)
         values = {name: fields.get(name) for name in CALLER_FIELDS}
         values["time"] = values["time"] or _now()
@@ -239,7 +225,7 @@ def append_release(
 
     The one line the ``gate`` and ``generate`` commands call after writing a release. Every file in the
     folder but the manifest is hashed (and checked against the manifest's sha256s where it lists
-    them); see :mod:`monai_pso.audit.manifest` for the manifest fields read.
+    them); see :mod:`monai_pso.release.manifest` for the manifest fields read.
 
     Parameters
     ----------

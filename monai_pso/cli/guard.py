@@ -1,0 +1,41 @@
+"""``monai-pso guard build``: the guard folder every release command accepts (``gate --guard``, bundles)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from monai_pso.cli.options import SPLITS, threads_option
+
+
+@click.group()
+def guard() -> None:
+    """Build the privacy guard of a training set."""
+
+
+@guard.command("build")
+@click.argument("source")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Guard folder to write (guard.json and one folder per check).")
+@click.option("--split", default="train", show_default=True, type=click.Choice(SPLITS), help="The split the guard protects (indexed in full).")
+@click.option("--holdout", default=None, help="SOURCE of held-out patients for calibrating tau [default: SOURCE].")
+@click.option("--holdout-split", default="val", show_default=True, type=click.Choice(SPLITS), help="Split of the held-out patients.")
+@click.option("--bootstrap", "n_bootstrap", default=1000, show_default=True, type=click.IntRange(min=10), help="Patient-bootstrap resamples of each tau's interval.")
+@click.option("--keep-ledger", is_flag=True, help="Replacing a guard: carry its release ledger into the new one.")
+@threads_option
+def build(source: str, out: Path, split: str, holdout: str | None, holdout_split: str, n_bootstrap: int, keep_ledger: bool, threads: int) -> None:
+    """Index every image of SOURCE's split with each default check and calibrate its tau on held-out patients.
+
+    The checks: whole-image pixel distance (copies, shifted, turned, re-exposed, noisy copies) and
+    tiles (a copied region pasted into another image). An image is released only when it passes all.
+    """
+    from monai_pso.guard import build_guard
+    from monai_pso.threads import cpu_threads
+
+    with cpu_threads(threads):
+        checker = build_guard(source, out, split=split, holdout=holdout, holdout_split=holdout_split, keep_ledger=keep_ledger, n_bootstrap=n_bootstrap)
+    for check in checker.checks:
+        low, high = check.threshold.interval
+        click.echo(f"{check.name}: {check.index.n_items} training images indexed; tau {check.tau:.4g} ({check.threshold.confidence:.0%} CI [{low:.4g}, {high:.4g}])")
+    click.echo(f"guard: {Path(out).resolve()}  (guard.json)")
+    click.echo(f"use:   monai-pso gate CANDIDATES --guard {out} --out RELEASE_DIR")

@@ -65,14 +65,17 @@ def test_gate_releases_only_passing_images(guard_dir, tmp_path):
     out = tmp_path / "release"
     result = _invoke(*_gate_args(guard_dir, str(tmp_path / "candidates"), out))
     assert result.exit_code == 0, result.output
+    from monai_pso.release import read_item_map
+
+    original = read_item_map(out)
     rows = list(csv.DictReader((out / "audit.csv").open()))
     assert {"item", "nn_distance", "threshold", "released", "nearest_patient_hash"} <= set(rows[0])
-    assert sorted(r["item"] for r in rows) == sorted(kinds)
-    released = {r["item"] for r in rows if r["released"] == "true"}
+    assert sorted(original[r["item"]] for r in rows) == sorted(kinds) and not set(kinds) & {r["item"] for r in rows}  # opaque ids
+    released = {original[r["item"]] for r in rows if r["released"] == "true"}
     assert all(kinds[item] == "unseen" for item in released) and released  # every copy rejected, some unseen released
     assert all((float(r["nn_distance"]) >= float(r["threshold"])) == (r["released"] == "true") for r in rows)
-    files = sorted(p.relative_to(out / "images").as_posix() for p in (out / "images").rglob("*.png"))
-    assert files == sorted(f"{item}.png" for item in released)
+    files = sorted(original[p.stem] for p in (out / "images").rglob("*.png"))
+    assert files == sorted(released)
     manifest = json.loads((out / "manifest.json").read_text())
     rejected = 10 - len(released)
     assert manifest["counts"] == {"requested": 10, "released": len(released), "too_close": rejected, "dropped": rejected, "draws": 10}
@@ -80,6 +83,7 @@ def test_gate_releases_only_passing_images(guard_dir, tmp_path):
     assert set(manifest["checks"]) == {"pixel", "pixel-tiles"}
     assert {"summary.json", "distances.png"} <= {p.name for p in out.iterdir()}
     assert (tmp_path / "release.salt").stat().st_mode & 0o077 == 0  # the salt stays private, beside the release
+    assert (tmp_path / "release.items.csv").stat().st_mode & 0o077 == 0  # so does the map of opaque ids
     training_ids = {r.patient_id for r in load_source(TRAINING)}
     assert not any(pid in (out / "audit.csv").read_text() for pid in training_ids)
     print(f"\nCLI gate: released {len(released)} of 6 unseen, 0 of 4 copies")
@@ -160,7 +164,7 @@ def built_guard(tmp_path_factory) -> Path:
 
 def test_guard_build_then_gate_with_the_guard_folder(built_guard, tmp_path):
     from monai_pso.guard import read_guard
-    from monai_pso.release import open_release
+    from monai_pso.release import open_release, read_item_map
     from monai_pso.release.ledger import verify_ledger
 
     described = read_guard(built_guard)
@@ -169,8 +173,9 @@ def test_guard_build_then_gate_with_the_guard_folder(built_guard, tmp_path):
     result = _invoke("gate", tmp_path / "candidates", "--guard", built_guard, "--out", tmp_path / "release", "--threads", "1")
     assert result.exit_code == 0, result.output
     release = open_release(tmp_path / "release")  # the one schema check
-    assert sorted(r["item"] for r in release.rows) == sorted(kinds)  # one row per candidate
-    assert all(kinds[item] == "unseen" for item in release.released_items) and release.released_items
+    original = read_item_map(tmp_path / "release")
+    assert sorted(original[r["item"]] for r in release.rows) == sorted(kinds)  # one row per candidate
+    assert all(kinds[original[item]] == "unseen" for item in release.released_items) and release.released_items
     assert release.counts["too_close"] >= 4 and release.counts["requested"] == 10
     for row in release.rows:
         per_check = [float(row[f"{c}_distance"]) >= float(row[f"{c}_tau"]) for c in ("pixel", "pixel-tiles")]

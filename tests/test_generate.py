@@ -19,14 +19,12 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from guard_support import brute_force_released
 from monai.bundle import run
 from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
 from monai.networks.schedulers import DDIMScheduler
 from PIL import Image
 
-from monai_pso.release.ledger import verify_ledger
-from monai_pso.engines.bundle_runs import configure_bundle
+from guard_support import brute_force_released
 from monai_pso.cli.main import main
 from monai_pso.data import load_image, load_source
 from monai_pso.engines import (
@@ -38,8 +36,10 @@ from monai_pso.engines import (
     generation_requests,
     pooled_features,
 )
+from monai_pso.engines.bundle_runs import configure_bundle
 from monai_pso.guard import build_guard
-from monai_pso.release import GuardedRelease, open_release
+from monai_pso.release import GuardedRelease, open_release, read_item_map
+from monai_pso.release.ledger import verify_ledger
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -113,18 +113,26 @@ def assert_certified(release: Path, checker, training: np.ndarray) -> None:
 
 
 def draw_rows(release: Path) -> dict[str, list[dict]]:
-    """Per item, its rows of ``draws.csv`` (one per draw)."""
+    """Per request id (through the private map of released ids), its rows of ``draws.csv`` (one per draw)."""
+    original = read_item_map(release)
     rows: dict[str, list[dict]] = {}
     with (release / "draws.csv").open(newline="") as stream:
         for row in csv.DictReader(stream):
-            rows.setdefault(row["item"], []).append(row)
+            rows.setdefault(original[row["item"]], []).append(row)
     return rows
 
 
 def item_rows(release: Path) -> dict[str, dict]:
-    """``audit.csv``: one row per item."""
+    """``audit.csv``: one row per item, by request id."""
+    original = read_item_map(release)
     with (release / "audit.csv").open(newline="") as stream:
-        return {row["item"]: row for row in csv.DictReader(stream)}
+        return {original[row["item"]]: row for row in csv.DictReader(stream)}
+
+
+def manifest_items(release: Path) -> dict[str, dict]:
+    """The manifest's released items, by request id."""
+    original = read_item_map(release)
+    return {original[item["item"]]: item for item in json.loads((release / "manifest.json").read_text())["items"]}
 
 
 def test_planted_copies_never_reach_the_release(guard, tmp_path):
@@ -138,13 +146,13 @@ def test_planted_copies_never_reach_the_release(guard, tmp_path):
     workflow.run()
 
     release = tmp_path / "release"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["release", "release.salt"]  # no staging folder left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["release", "release.items.csv", "release.salt"]  # no staging folder left
     assert {"audit.csv", "draws.csv", "summary.json", "distances.png", "manifest.json", "images"} <= {p.name for p in release.iterdir()}
     assert_certified(release, checker, training)
     summary = json.loads((release / "summary.json").read_text())
     counts, generation, draws, items = summary["counts"], summary["generation"], draw_rows(release), item_rows(release)
     assert set(summary["checks"]) == {"pixel", "pixel-tiles"} and len(items) == counts["requested"] == 8
-    assert generation["dropped"] == ["synthetic-00005"] and counts["dropped"] == 1 == counts["too_close"]
+    assert [read_item_map(release)[i] for i in generation["dropped"]] == ["synthetic-00005"] and counts["dropped"] == 1 == counts["too_close"]
     assert [r["outcome"] for r in draws["synthetic-00005"]] == ["redrawn", "redrawn", "dropped"]  # bounded: 3 draws
     assert items["synthetic-00005"]["released"] == "false" and items["synthetic-00005"]["draws"] == "3"
     assert all(len(r) <= schedule.total_attempts and int(items[i]["draws"]) == len(r) for i, r in draws.items())
@@ -157,7 +165,7 @@ def test_planted_copies_never_reach_the_release(guard, tmp_path):
         assert (float(row["nn_distance"]) >= float(row["threshold"])) == (row["released"] == "true")
         assert (row["released"] == "true") == all(row[f"{c}_decision"] == "pass" for c in ("pixel", "pixel-tiles"))
     manifest = json.loads((release / "manifest.json").read_text())
-    released = {item["item"]: item for item in manifest["items"]}
+    released = manifest_items(release)
     assert counts["released"] == len(released) == 8 - counts["dropped"] and "synthetic-00005" not in released
     assert all(released[i]["attempt"] >= 1 for i in ("synthetic-00001", "synthetic-00003") if i in released)
     assert manifest["index_fingerprint"] == checker.checks[0].index_fingerprint and manifest["threshold"] == checker.checks[0].tau
@@ -185,16 +193,25 @@ def test_diversity_scheme_lowers_guidance_before_dropping(guard, tmp_path):
     schedule = GuidanceSchedule(start=3.0, floor=1.0, step=1.0, attempts_per_level=1)
     sources = {r["seed"]: d["image"] for r, d in zip(requests, datalist)}
     # memorisation at high guidance: above the floor, the draw of every other request is its own training image
-    plant = lambda seed, scale: next((image for s, image in sources.items() if (s - 10) % 2 == 0 and scale > 1.0 and seed in
-                                      {derive_seed(s, a) for a in range(schedule.total_attempts)}), None)  # noqa: E731
+    def plant(seed, scale):
+        for s, image in sources.items():
+            if (s - 10) % 2 == 0 and scale > 1.0 and seed in {derive_seed(s, a) for a in range(schedule.total_attempts)}:
+                return image
+        return None
     workflow = GenerationWorkflow(PlantingSampler(tiny_sampler(context_dim=16), plant), requests, batch_size=4, schedule=schedule)
     GuardedRelease(folder, workflow, tmp_path / "release", "png", record=False).attach(workflow)
     workflow.run()
 
     release = tmp_path / "release"
     assert_certified(release, checker, training)
-    items = {i["item"]: i for i in json.loads((release / "manifest.json").read_text())["items"]}
-    assert {i["source_item"] for i in items.values()} <= {d["item_id"] for d in datalist}
+    items = manifest_items(release)
+    assert not any("source_item" in i or "condition" in i for i in items.values())  # training ids and pooled pixels stay out
+    assert_nothing_identifying(release, training)
+    disclosed = GenerationWorkflow(PlantingSampler(tiny_sampler(context_dim=16), plant), requests, batch_size=4, schedule=schedule)
+    GuardedRelease(folder, disclosed, tmp_path / "disclosed", "png", record=False, disclose_ids=True).attach(disclosed)
+    disclosed.run()
+    with pytest.raises(AssertionError):  # the check finds what a release that discloses its requests holds
+        assert_nothing_identifying(tmp_path / "disclosed", training)
     for k, request in enumerate(requests):
         rows = draw_rows(release)[request["item_id"]]
         if k % 2 == 0:  # copies at 3.0 and 2.0, released at the floor (or dropped there)
@@ -264,9 +281,38 @@ def test_generate_cli_diversity_one_image_per_training_image(trained_bundles, gu
     _invoke("generate", "--bundle", trained_bundles["diversity"], "--diversity", "--n", 3, "--out", tmp_path / "release", "--steps", 2)
     manifest = json.loads((tmp_path / "release" / "manifest.json").read_text())
     first = [r.item_id for r in load_source(SOURCE).split("train")][:3]
-    assert manifest["counts"]["requested"] == 3 and {i["source_item"] for i in manifest["items"]} <= set(first)
-    assert all(len(i["condition"]) == 16 for i in manifest["items"])  # 4 x 4 pooled features
+    assert manifest["counts"]["requested"] == 3 and sorted(read_item_map(tmp_path / "release").values()) == sorted(f"synthetic-{i}" for i in first)
     assert_certified(tmp_path / "release", checker, training)
+    assert_nothing_identifying(tmp_path / "release", training)
+
+
+def _numeric_arrays(value) -> list[np.ndarray]:
+    """Every list of 4 or more numbers inside a JSON document."""
+    if isinstance(value, dict):
+        return [a for v in value.values() for a in _numeric_arrays(v)]
+    if isinstance(value, list):
+        if len(value) >= 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            return [np.asarray(value, np.float64)]
+        return [a for v in value for a in _numeric_arrays(v)]
+    return []
+
+
+def assert_nothing_identifying(release: Path, training: np.ndarray) -> None:
+    """No byte of any release file holds a training item or patient id, and no JSON array is a training image's
+    pixels or pooled pixels (the diversity scheme's conditioning)."""
+    records = load_source(SOURCE).records
+    secrets = {r.item_id for r in records} | {r.patient_id for r in records}
+    files = [p for p in release.rglob("*") if p.is_file()]
+    assert len(files) >= 5
+    for path in files:
+        content = path.read_bytes()
+        leaked = [s for s in secrets if s.encode() in content]
+        assert not leaked, (path.name, leaked[:3])
+    fingerprints = [torch.as_tensor(image).reshape(-1).numpy().astype(np.float64) for image in training]
+    fingerprints += [pooled_features(torch.as_tensor(image), grid).numpy().astype(np.float64) for image in training for grid in (2, 4, 8)]
+    for path in release.glob("*.json"):
+        for array in _numeric_arrays(json.loads(path.read_text())):
+            assert not any(f.shape == array.shape and np.allclose(f, array, atol=1e-3) for f in fingerprints), path.name
 
 
 def test_generate_refuses_a_bundle_without_its_guard(trained_bundles, tmp_path):

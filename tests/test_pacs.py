@@ -10,7 +10,6 @@ import numpy as np
 import pydicom
 import pytest
 from click.testing import CliRunner
-
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 from monai_pso.cli.main import main
@@ -47,7 +46,7 @@ def _release(checker, folder: Path, items: dict[str, tuple[tuple[int, ...], bool
 
     rng = np.random.default_rng(seed)
     images = {item: rng.random(shape, dtype=np.float32) for item, (shape, _) in items.items()}
-    with ReleaseBuilder(folder, checker, "dicom", modality="ct", record=False) as builder:
+    with ReleaseBuilder(folder, checker, "dicom", modality="ct", record=False, disclose_ids=True) as builder:  # test names, not patients
         decided = builder.checker.decide(rng.random((1, 1, 8, 8), dtype=np.float32)).row(0)  # noise: far from the phantom
         assert decided["released"]
         for item, (_, released) in items.items():
@@ -140,11 +139,10 @@ def test_a_generated_dicom_release_reaches_the_pacs_redrawn_images_included(orth
     """``monai-pso generate --format dicom`` (a redraw planted) then ``monai-pso export``: C-FIND finds every released image."""
     import csv as csv_module
 
-    from test_generate import PlantingSampler, tiny_sampler
-
     from monai_pso.engines import GenerationWorkflow, GuidanceSchedule, generation_requests
     from monai_pso.guard import build_guard
-    from monai_pso.release import GuardedRelease
+    from monai_pso.release import GuardedRelease, read_item_map
+    from test_generate import PlantingSampler, tiny_sampler
 
     source = "phantom:2d?patients=8&acquisitions=2&size=16&modality=ct&seed=5"
     guard = build_guard(source, tmp_path / "guard", n_bootstrap=20, progress=False)
@@ -156,8 +154,9 @@ def test_a_generated_dicom_release_reaches_the_pacs_redrawn_images_included(orth
     GuardedRelease(tmp_path / "guard", workflow, tmp_path / "release", "dicom", modality="ct").attach(workflow)
     workflow.run()
     draws = list(csv_module.DictReader((tmp_path / "release" / "draws.csv").open()))
-    redrawn = {row["item"] for row in draws if row["outcome"] == "redrawn"}
-    items = {row["item"]: row for row in csv_module.DictReader((tmp_path / "release" / "audit.csv").open())}
+    original = read_item_map(tmp_path / "release")
+    redrawn = {original[row["item"]] for row in draws if row["outcome"] == "redrawn"}
+    items = {original[row["item"]]: row for row in csv_module.DictReader((tmp_path / "release" / "audit.csv").open())}
     assert "synthetic-00002" in redrawn and items["synthetic-00002"]["released"] == "true"  # redrawn, then released
     assert guard.names == ["pixel", "pixel-tiles"]
 
@@ -166,6 +165,27 @@ def test_a_generated_dicom_release_reaches_the_pacs_redrawn_images_included(orth
     released = [p for p in sorted((tmp_path / "release" / "images").rglob("*.dcm"))]
     assert len(released) == sum(r["released"] == "true" for r in items.values()) and f"verified by C-FIND: {len(released)}" in result.output
     assert all(_in_pacs(orthanc, pydicom.dcmread(path).SOPInstanceUID) for path in released)
+
+
+def test_monai_pso_generate_dicom_release_is_exported(orthanc, tmp_path):
+    """``monai-pso generate --format dicom`` on a trained bundle, then ``monai-pso export``: every released image is in the PACS."""
+    from test_generate import SOURCE
+    from test_release import trained_tiny_bundle
+
+    from monai_pso.guard import build_guard
+    from monai_pso.release import open_release
+
+    build_guard(SOURCE, tmp_path / "guard", n_bootstrap=20, progress=False)
+    bundle = trained_tiny_bundle(tmp_path / "ldm_2d", tmp_path / "guard")
+    result = _cli("generate", "--bundle", bundle, "--n", 3, "--format", "dicom", "--steps", 2, "--out", tmp_path / "release")
+    assert result.exit_code == 0, result.output
+    release = open_release(tmp_path / "release")
+    assert release.released_items, release.counts
+    result = _cli("export", tmp_path / "release", *_pacs_args(orthanc))
+    assert result.exit_code == 0, result.output
+    files = [tmp_path / "release" / f["path"] for f in release.manifest["files"]]
+    assert f"verified by C-FIND: {len(files)}" in result.output and "refused (not sent): 0" in result.output
+    assert all(_in_pacs(orthanc, pydicom.dcmread(path).SOPInstanceUID) for path in files)
 
 
 def test_release_without_audit_sends_nothing(orthanc, tmp_path, checker):

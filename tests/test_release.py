@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from ddp_support import free_port
-from test_generate import BUNDLES, SOURCE, TINY_BUNDLE, PlantingSampler, tiny_sampler
 
+from ddp_support import free_port
 from monai_pso.data import load_image, load_source
 from monai_pso.engines import GenerationWorkflow, generation_requests
 from monai_pso.engines.bundle_runs import configure_bundle, train_bundle
 from monai_pso.errors import MonaiPsoError
 from monai_pso.guard import audit_columns, build_guard
-from monai_pso.release import GuardedRelease, gate_source, open_release
+from monai_pso.release import GuardedRelease, gate_source, open_release, read_item_map
 from monai_pso.release.ledger import verify_ledger
+from test_generate import BUNDLES, SOURCE, TINY_BUNDLE, PlantingSampler, tiny_sampler
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -130,19 +130,25 @@ def test_a_failure_on_one_rank_publishes_nothing(guard_dir, tmp_path):
     ranks = _run_ranks(["gate", candidates, "--guard", guard_dir, "--out", tmp_path / "release"], tmp_path)
     assert [r["exit_code"] for r in ranks] == [2, 2], ranks
     assert "NaN" in ranks[1]["output"] and "rank 1 failed" in ranks[0]["output"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cands", "results"]  # no release, staging or salt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cands", "results"]  # no release, staging, salt or id map
     assert len(verify_ledger(guard_dir / "pixel" / "index")) == seq
 
 
-def test_generate_on_two_ranks_writes_one_release(guard_dir, tmp_path):
-    bundle = tmp_path / "ldm_2d"
+def trained_tiny_bundle(bundle: Path, guard_dir: Path, **settings) -> Path:
+    """The ldm_2d bundle trained at 16 x 16 in seconds, with a copy of ``guard_dir`` (no ledger) as its guard."""
     shutil.copytree(BUNDLES / "ldm_2d", bundle)
-    configure_bundle(bundle, TINY_BUNDLE)
+    configure_bundle(bundle, {**TINY_BUNDLE, **settings})
     train_bundle(bundle, quiet=True)
     shutil.copytree(guard_dir, bundle / "privacy", ignore=shutil.ignore_patterns("ledger*"))
+    return bundle
+
+
+def test_generate_on_two_ranks_writes_one_release(guard_dir, tmp_path):
+    bundle = trained_tiny_bundle(tmp_path / "ldm_2d", guard_dir)
     ranks = _run_ranks(["generate", "--bundle", bundle, "--n", 5, "--out", tmp_path / "release", "--steps", 2], tmp_path)
     assert [r["exit_code"] for r in ranks] == [0, 0], ranks
     release = open_release(tmp_path / "release")
-    assert sorted(r["item"] for r in release.rows) == [f"synthetic-{i:05d}" for i in range(5)]  # both ranks' requests, once each
+    original = read_item_map(tmp_path / "release")
+    assert sorted(original[r["item"]] for r in release.rows) == [f"synthetic-{i:05d}" for i in range(5)]  # both ranks' requests, once each
     assert release.counts["draws"] == release.summary["generation"]["counts"]["checks"] >= 5
     assert len(verify_ledger(bundle / "privacy" / "pixel" / "index")) == 1

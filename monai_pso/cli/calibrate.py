@@ -26,7 +26,8 @@ def _float_list(text: str | None) -> tuple[float, ...] | None:
 @click.option("--rule", type=click.Choice(THRESHOLD_RULES), default="max", show_default=True, help="max: stricter of holdout and same-patient; or one of them.")
 @click.option("--holdout-percentile", default=5.0, show_default=True, type=click.FloatRange(0, 100), help="Low percentile of held-out nearest distances.")
 @click.option("--same-percentile", default=95.0, show_default=True, type=click.FloatRange(0, 100), help="High percentile of same-patient distances.")
-@click.option("--near-duplicate-factor", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="Held-out images closer than this x the median are near-duplicates, left out of the percentile.")
+@click.option("--near-duplicate-factor", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+    help="Held-out images closer than this x the median are near-duplicates, left out of the percentile.")
 @click.option("--keep-near-duplicates", is_flag=True, help="Keep near-duplicates in the holdout percentile.")
 @click.option("--max-shift", default=None, type=click.IntRange(min=0), help="Query views: translations up to this many pixels [default: 1, tiles 2].")
 @click.option("--rotations", default=None, help="Query views: turns in degrees, comma-separated [default: -5,-2.5,2.5,5 in 2D; none for tiles or 3D].")

@@ -14,7 +14,8 @@ from monai_pso.cli.options import IMAGE_FORMATS, threads_option
 @click.option("--guard", "guard", type=click.Path(path_type=Path), default=None, help="Guard folder (monai-pso guard build).")
 @click.option("--index", "indexes", multiple=True, type=click.Path(path_type=Path), help="Advanced, instead of --guard: reference index folder; repeat for several checks (all must pass).")
 @click.option("--threshold", "thresholds", multiple=True, type=click.Path(path_type=Path), help="Advanced: threshold JSON of each --index, in the same order.")
-@click.option("--embedder-dir", "embedder_dirs", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path), help="Advanced: saved embedder of each --index (reid / latent), in the same order.")
+@click.option("--embedder-dir", "embedder_dirs", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Advanced: saved embedder of each --index (reid / latent), in the same order.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Release folder to create (must not exist or be empty).")
 @click.option("--format", "fmt", type=click.Choice(IMAGE_FORMATS), default="png", show_default=True, help="File format of released images.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1), help="Images checked per call.")

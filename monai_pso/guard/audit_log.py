@@ -124,7 +124,7 @@ class AuditLog:
         if not self._stream.closed:
             self._stream.close()
 
-    def __enter__(self) -> "AuditLog":
+    def __enter__(self) -> AuditLog:
         return self
 
     def __exit__(self, *exc: object) -> None:

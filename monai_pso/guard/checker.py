@@ -40,11 +40,11 @@ import numpy as np
 import torch
 
 from monai_pso.calibrate.threshold import Threshold
-from monai_pso.embed.registry import resolve_embedder
-from monai_pso.index.query import check_image_batch, nearest_training_items
 from monai_pso.embed.base import Embedder
+from monai_pso.embed.registry import resolve_embedder
 from monai_pso.errors import IndexIntegrityError, MonaiPsoError
 from monai_pso.guard.hashing import PatientHasher
+from monai_pso.index.query import check_image_batch, nearest_training_items
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class GuardCheck:
         embedder: Embedder | None = None,
         embedder_dir: str | Path | None = None,
         name: str | None = None,
-    ) -> "GuardCheck":
+    ) -> GuardCheck:
         """A check from objects or paths (an index folder, a threshold JSON file).
 
         Raises
@@ -199,7 +199,7 @@ class PrivacyChecker:
     def names(self) -> list[str]:
         return [c.name for c in self.checks]
 
-    def with_hasher(self, hasher: PatientHasher) -> "PrivacyChecker":
+    def with_hasher(self, hasher: PatientHasher) -> PrivacyChecker:
         """The same checks with another salt for the nearest-patient hashes (e.g. one private to a release)."""
         return PrivacyChecker(self.checks, hasher, self.ledger_dir)
 

@@ -20,7 +20,7 @@ import os
 import secrets
 from pathlib import Path
 
-from monai_pso.errors import DataSourceError
+from monai_pso.errors import DataSourceError, MonaiPsoError
 
 #: Bytes of a freshly drawn salt.
 SALT_BYTES = 32
@@ -41,7 +41,7 @@ class PatientHasher:
             salt = secrets.token_bytes(SALT_BYTES)
         self._salt = salt.encode() if isinstance(salt, str) else bytes(salt)
         if not self._salt:
-            raise ValueError("salt must not be empty")
+            raise MonaiPsoError("the salt of the patient hashes must not be empty")
 
     def __call__(self, patient_id: str) -> str:
         return hashlib.sha256(self._salt + str(patient_id).encode()).hexdigest()
@@ -50,7 +50,7 @@ class PatientHasher:
         return "PatientHasher(salt=<hidden>)"
 
     @classmethod
-    def from_file(cls, path: str | Path, create: bool = True) -> "PatientHasher":
+    def from_file(cls, path: str | Path, create: bool = True) -> PatientHasher:
         """The hasher whose salt is stored (hex) in ``path``; a new random salt is written there first
         (owner read/write only) when the file is absent and ``create`` is true."""
         path = Path(path)

@@ -59,7 +59,7 @@ class GeneratedBatch:
         return len(self.items)
 
     @classmethod
-    def unpack(cls, output: Any, image_key: str) -> "GeneratedBatch":
+    def unpack(cls, output: Any, image_key: str) -> GeneratedBatch:
         """Split ``engine.state.output`` into items; raises :class:`ImageValueError` on an unknown layout."""
         if isinstance(output, (list, tuple)) and all(isinstance(o, dict) for o in output):
             if any(image_key not in o for o in output):

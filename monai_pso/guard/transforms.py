@@ -35,8 +35,7 @@ from monai.data import MetaTensor, list_data_collate
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
 
-from monai_pso.errors import PrivacyViolationError
-from monai_pso.errors import MonaiPsoError
+from monai_pso.errors import MonaiPsoError, PrivacyViolationError
 from monai_pso.guard.audit_log import AuditLog, audit_columns
 from monai_pso.guard.checker import PrivacyChecker
 from monai_pso.guard.folder import load_checker

@@ -72,7 +72,7 @@ def _manifest_digest(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def _manifest(index: "ReferenceIndex", files: dict[str, str]) -> dict[str, Any]:
+def _manifest(index: ReferenceIndex, files: dict[str, str]) -> dict[str, Any]:
     from monai_pso import __version__
 
     manifest = {
@@ -119,7 +119,7 @@ def kept_files(directory: str | Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.is_file() and p.name not in own and not p.name.startswith("."))
 
 
-def write_index(index: "ReferenceIndex", directory: str | Path, keep_ledger: bool = False) -> Path:
+def write_index(index: ReferenceIndex, directory: str | Path, keep_ledger: bool = False) -> Path:
     """Write ``index`` to ``directory`` atomically; returns the folder.
 
     Refuses a partial index (a subset of shards, as loaded by one process of a distributed group), a
@@ -178,7 +178,7 @@ def _verify(directory: Path, manifest: dict[str, Any], relative: str) -> Path:
     return path
 
 
-def _check_fingerprint(manifest: dict[str, Any], embedder: "Embedder", location: Path) -> None:
+def _check_fingerprint(manifest: dict[str, Any], embedder: Embedder, location: Path) -> None:
     recorded = (manifest.get("embedder") or {}).get("fingerprint")
     if recorded != embedder.fingerprint:
         raise FingerprintMismatchError(
@@ -189,11 +189,11 @@ def _check_fingerprint(manifest: dict[str, Any], embedder: "Embedder", location:
 
 def read_index(
     directory: str | Path,
-    embedder: "Embedder | None" = None,
+    embedder: Embedder | None = None,
     mmap: bool = True,
-    backend: "str | Backend" = "auto",
+    backend: str | Backend = "auto",
     shards: Sequence[int] | None = None,
-) -> "ReferenceIndex":
+) -> ReferenceIndex:
     """Load the index in ``directory`` (see :meth:`ReferenceIndex.load`)."""
     from monai_pso.index.reference import EmbedderInfo, ReferenceIndex
 

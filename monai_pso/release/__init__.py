@@ -10,7 +10,7 @@ from monai_pso.release.gate import gate_source
 from monai_pso.release.generation import GuardedRelease, ReleaseWriter, release_provenance
 from monai_pso.release.layout import RELEASE_FORMAT, release_name, salt_path
 from monai_pso.release.ledger import LedgerEntry, append_entry, append_release, verify_ledger
-from monai_pso.release.reader import Release, check_release, open_release
+from monai_pso.release.reader import Release, check_release, open_release, read_item_map
 
 __all__ = [
     "GuardedRelease",
@@ -26,6 +26,7 @@ __all__ = [
     "count_items",
     "gate_source",
     "open_release",
+    "read_item_map",
     "release_name",
     "release_provenance",
     "salt_path",

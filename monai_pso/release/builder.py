@@ -52,7 +52,7 @@ from monai_pso.errors import DataSourceError, ImageValueError, MonaiPsoError
 from monai_pso.guard.audit_log import AuditLog, audit_columns, utc_now
 from monai_pso.guard.checker import PrivacyChecker
 from monai_pso.guard.hashing import PatientHasher
-from monai_pso.io import sha256_file, write_json_atomically
+from monai_pso.io import sha256_file, write_json_atomically, write_text_atomically
 from monai_pso.release import layout
 from monai_pso.release.figures import distance_statistics, plot_distances
 from monai_pso.release.ledger import append_entry, verify_ledger
@@ -70,6 +70,11 @@ class ReleaseReport:
     counts: dict[str, int]
     summary: dict[str, Any]
     ledger_seq: int | None
+
+
+def _csv_cell(value: str) -> str:
+    """``value`` quoted for CSV when it needs to be."""
+    return '"' + value.replace('"', '""') + '"' if any(c in value for c in ',"\n') else value
 
 
 def _plain(value: Any) -> Any:
@@ -141,6 +146,10 @@ class ReleaseBuilder:
         More manifest fields (checkpoint hashes, seed...).
     record
         Append the release to the ledger of ``checker.ledger_dir`` (always, when it has one, unless false).
+    disclose_ids
+        Keep the items' own ids in the release (and the generator's ``source_item`` and conditioning
+        vectors in the manifest) instead of opaque ids. They may name, or be pixels of, a training image:
+        only for releases that stay with the data owner.
     """
 
     def __init__(
@@ -155,6 +164,7 @@ class ReleaseBuilder:
         spacing: tuple[float, ...] | None = None,
         provenance: Mapping[str, Any] | None = None,
         record: bool = True,
+        disclose_ids: bool = False,
     ) -> None:
         if fmt not in FORMATS:
             raise MonaiPsoError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
@@ -162,6 +172,7 @@ class ReleaseBuilder:
         self.fmt, self.command, self.source = fmt, command, source
         self.modality, self.spacing = modality, spacing
         self.provenance = dict(provenance or {})
+        self.disclose_ids = disclose_ids
         self.ledger_dir = checker.ledger_dir if record else None
         self.rank, self.world = rank_and_world()
         self.salt_file = layout.salt_path(self.release_dir)
@@ -176,7 +187,7 @@ class ReleaseBuilder:
         self.rows: list[dict[str, Any]] = []
         self.files: list[dict[str, str]] = []
         self.items: list[dict[str, Any]] = []
-        self._names: set[str] = set()
+        self._originals: dict[str, str] = {}  # released id -> the item's own id
         self._closed = False
 
     def _prepare(self) -> dict[str, Any]:
@@ -198,6 +209,12 @@ class ReleaseBuilder:
         return {"staging": staging, "release_id": uuid.uuid4().hex, "new_salt": new_salt}
 
     # -- adding ---------------------------------------------------------------------------------
+
+    def released_id(self, item: str) -> str:
+        """The id ``item`` has in this release: opaque (a salted hash), or its own with ``disclose_ids``."""
+        if self.disclose_ids:
+            return layout.release_name(item)
+        return "r-" + self.checker.hasher(f"release-item:{item}")[:16]
 
     @property
     def draw_log(self) -> Path:
@@ -223,10 +240,10 @@ class ReleaseBuilder:
         release), empty for a refused item. ``details`` (the generator's request: seed, condition...) go
         into the manifest's ``items``.
         """
-        name = layout.release_name(item)
-        if name in self._names:
-            raise DataSourceError(item, "two items of the release map to the same file name")
-        self._names.add(name)
+        name = self.released_id(item)
+        if name in self._originals:
+            raise DataSourceError(item, "two items of the release have the same id (or map to the same file name)")
+        self._originals[name] = item
         paths: list[str] = []
         if decision["released"]:
             if image is None:
@@ -238,10 +255,10 @@ class ReleaseBuilder:
             certificate = self.checker.certificate(dict(decision), self.release_id)
             written = write_image(image, stem, self.fmt, spacing or self.spacing, modality or self.modality, certificate=certificate)
             paths = [p.relative_to(self.staging).as_posix() for p in written]
-            self.files.extend({"path": path, "item": item, "sha256": sha256_file(self.staging / path)} for path in paths)
-            self.items.append({"item": item, "files": paths, **{k: _plain(v) for k, v in (details or {}).items()}})
+            self.files.extend({"path": path, "item": name, "sha256": sha256_file(self.staging / path)} for path in paths)
+            self.items.append({"item": name, "files": paths, **{k: _plain(v) for k, v in (details or {}).items()}})
         file_column = "" if not paths else (paths[0] if len(paths) == 1 else str(Path(paths[0]).parent))
-        self.rows.append({**decision, "item": item, "split": split, "draws": int(draws), "file": file_column, "time": utc_now()})
+        self.rows.append({**decision, "item": name, "split": split, "draws": int(draws), "file": file_column, "time": utc_now()})
         return paths
 
     # -- finishing ------------------------------------------------------------------------------
@@ -254,14 +271,17 @@ class ReleaseBuilder:
         if self._closed:
             raise MonaiPsoError(f"{self.release_dir}: this release was already finished or discarded")
         self._closed = True
-        parts = gather({"ok": True, "rows": self.rows, "files": self.files, "items": self.items, "generation": generation})
+        parts = gather({"ok": True, "rows": self.rows, "files": self.files, "items": self.items, "originals": self._originals, "generation": generation})
         outcome: dict[str, Any] = {}
         if self.rank == 0:
             failed = [rank for rank, part in enumerate(parts) if not part["ok"]]
             try:
                 if failed:
                     raise MonaiPsoError(f"{self.release_dir}: rank {failed[0]} failed; nothing is released")
-                outcome = self._publish(parts, merge_generation([part["generation"] for part in parts]))
+                generation = merge_generation([part["generation"] for part in parts])
+                if generation is not None:
+                    generation["dropped"] = [self.released_id(item) for item in generation["dropped"]]
+                outcome = self._publish(parts, generation)
             except BaseException as error:
                 self._remove()
                 outcome = {"error": f"{type(error).__name__}: {error}"}
@@ -284,10 +304,12 @@ class ReleaseBuilder:
 
     def _remove(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
-        if self._new_salt and not self.release_dir.exists():
-            self.salt_file.unlink(missing_ok=True)
+        if not self.release_dir.exists():
+            layout.item_map_path(self.release_dir).unlink(missing_ok=True)
+            if self._new_salt:
+                self.salt_file.unlink(missing_ok=True)
 
-    def __enter__(self) -> "ReleaseBuilder":
+    def __enter__(self) -> ReleaseBuilder:
         return self
 
     def __exit__(self, kind: type | None, *rest: object) -> None:
@@ -296,12 +318,13 @@ class ReleaseBuilder:
 
     def _publish(self, parts: list[dict[str, Any]], generation: Mapping[str, Any] | None) -> dict[str, Any]:
         rows = [row for part in parts for row in part["rows"]]
-        names = [layout.release_name(r["item"]) for r in rows]
-        if len(set(names)) != len(names):
-            raise DataSourceError(self.release_dir, "two ranks wrote items with the same file name")
+        originals = {name: item for part in parts for name, item in part["originals"].items()}
+        if len(originals) != len(rows):
+            raise DataSourceError(self.release_dir, "two ranks wrote items with the same id")
         files = [f for part in parts for f in part["files"]]
         items = [i for part in parts for i in part["items"]]
         self._merge_draw_logs()
+        self._write_item_map(originals)
         counts = count_items(rows)
         with AuditLog(self.staging / layout.AUDIT_FILE, audit_columns(self.checker.names)) as log:
             for row in rows:
@@ -322,23 +345,31 @@ class ReleaseBuilder:
         return {"counts": counts, "summary": summary, "ledger_seq": seq}
 
     def _merge_draw_logs(self) -> None:
-        """Join the ranks' draw logs into ``draws.csv`` (single-rank runs wrote it directly)."""
+        """Join the ranks' draw logs into ``draws.csv``, each item under its released id."""
         logs = sorted(self.staging.glob(".draws-rank*.csv"), key=lambda p: int(p.stem.removeprefix(".draws-rank")))
-        if not logs:
-            return
-        with (self.staging / layout.DRAWS_FILE).open("w", newline="") as merged:
-            writer = None
-            for path in logs:
-                with path.open(newline="") as part:
-                    reader = csv.reader(part)
-                    header = next(reader, None)
-                    if header is None:
-                        continue
-                    if writer is None:
-                        writer = csv.writer(merged)
-                        writer.writerow(header)
-                    writer.writerows(reader)
-                path.unlink()
+        single = self.staging / layout.DRAWS_FILE
+        if not logs and single.is_file():
+            logs = [single.rename(self.staging / ".draws-rank0.csv")]
+        rows: list[dict[str, str]] = []
+        header: list[str] | None = None
+        for path in logs:
+            with path.open(newline="") as part:
+                reader = csv.DictReader(part)
+                header = header or list(reader.fieldnames or [])
+                rows.extend(dict(row, item=self.released_id(row["item"])) for row in reader)
+            path.unlink()
+        if header is not None:
+            with single.open("w", newline="") as merged:
+                writer = csv.DictWriter(merged, fieldnames=header)
+                writer.writeheader()
+                writer.writerows(rows)
+
+    def _write_item_map(self, originals: dict[str, str]) -> None:
+        """``RELEASE_DIR.items.csv`` beside the release (owner-only): released id -> the item's own id."""
+        path = layout.item_map_path(self.release_dir)
+        lines = ["released_item,item", *(f"{name},{_csv_cell(item)}" for name, item in originals.items())]
+        write_text_atomically(path, "\n".join(lines) + "\n")
+        path.chmod(0o600)
 
     def _summary(self, rows: list[dict[str, Any]], counts: dict[str, int], generation: Mapping[str, Any] | None) -> dict[str, Any]:
         taus = self.checker.taus

@@ -29,7 +29,33 @@ from monai_pso.io import sha256_file
 from monai_pso.release.builder import ReleaseBuilder
 
 #: Request fields of a generated item copied into the manifest's ``items``.
-ITEM_FIELDS = ("seed", "guidance_scale", "attempt", "source_item", "condition")
+ITEM_FIELDS = ("seed", "guidance_scale", "attempt", "condition")
+
+#: More fields, kept only when the release discloses ids: the training image a request was conditioned on.
+DISCLOSED_FIELDS = ("source_item",)
+
+
+def manifest_details(item: dict[str, Any], disclose: bool) -> dict[str, Any]:
+    """The request fields of ``item`` that go into the manifest.
+
+    A ``condition`` is kept when it is a class label (a whole number); a vector (covariates, or the pooled
+    pixels of a training image in the diversity scheme) only when the release discloses ids.
+
+    Examples
+    --------
+    >>> manifest_details({"seed": 3, "condition": 1, "source_item": "p7"}, disclose=False)
+    {'seed': 3, 'condition': 1}
+    >>> manifest_details({"seed": 3, "condition": [0.2, 0.4]}, disclose=False)
+    {'seed': 3}
+    """
+    fields = ITEM_FIELDS + (DISCLOSED_FIELDS if disclose else ())
+    details = {key: item[key] for key in fields if key in item}
+    condition = details.get("condition")
+    if condition is not None and not disclose:
+        value = condition.tolist() if hasattr(condition, "tolist") else condition
+        if isinstance(value, list) or not float(value).is_integer():
+            details.pop("condition")
+    return details
 
 
 class ReleaseWriter:
@@ -61,7 +87,7 @@ class ReleaseWriter:
         for item in engine.state.output or []:
             if item.get("privacy_released") is not True or "privacy_decision" not in item:
                 raise MonaiPsoError(f"{item.get(self.id_key)}: not certified by the privacy guard (attach the guard before the release writer)")
-            details = {key: item[key] for key in ITEM_FIELDS if key in item}
+            details = manifest_details(item, self.builder.disclose_ids)
             self.builder.add(str(item[self.id_key]), item["privacy_decision"], item[self.image_key], draws=item["privacy_draws"], details=details)
         for refused in getattr(engine.state, "privacy_refused", []):
             self.builder.add(str(refused["item_id"]), refused["decision"], draws=refused["draws"])
@@ -95,7 +121,7 @@ class GuardedRelease:
         File format and header fields of the released images; the guard checks the values the file holds.
     provenance
         More manifest fields (:func:`release_provenance`).
-    command, source, record
+    command, source, record, disclose_ids
         As for :class:`~monai_pso.release.builder.ReleaseBuilder`.
     guard_options
         More :class:`~monai_pso.guard.handler.PrivacyGuard` options (``alarm_rate``, ``raise_on_alarm``...).
@@ -114,10 +140,13 @@ class GuardedRelease:
         command: str = "generate",
         source: str = "",
         record: bool = True,
+        disclose_ids: bool = False,
         **guard_options: Any,
     ) -> None:
         checker = load_checker(guard)
-        self.builder = ReleaseBuilder(output_dir, checker, fmt, command=command, source=source, modality=modality, spacing=spacing, provenance=provenance, record=record)
+        self.builder = ReleaseBuilder(
+            output_dir, checker, fmt, command=command, source=source, modality=modality, spacing=spacing, provenance=provenance, record=record, disclose_ids=disclose_ids
+        )
         self.guard = PrivacyGuard(
             self.builder.checker,
             regenerate=workflow.regenerate,

@@ -12,14 +12,19 @@
       manifest.json   format, release id, created, package version, command, image format, source,
                       checks, counts, provenance (checkpoints, seed...), files [{path, item, sha256}],
                       items [{item, files, and the generator's request fields}]
-    RELEASE_DIR.salt  beside the release, owner-only: the salt of the nearest-patient hashes
+    RELEASE_DIR.salt       beside the release, owner-only: the salt of the nearest-patient hashes and item ids
+    RELEASE_DIR.items.csv  beside the release, owner-only: released item id -> the item's own id
+
+Released items carry opaque ids (``r-`` and 16 hex digits of the salted hash of their own id), so no
+name in a release says which training image a generated item was conditioned on, or what a gated
+candidate was called; the private ``.items.csv`` maps them back for the data owner.
 
 Examples
 --------
 >>> release_name("sub/../a b.nii.gz"), release_name("breastmnist-test-00001")
 ('sub/a_b', 'breastmnist-test-00001')
->>> salt_path("/data/release-1")
-PosixPath('/data/release-1.salt')
+>>> salt_path("/data/release-1"), item_map_path("/data/release-1").name
+(PosixPath('/data/release-1.salt'), 'release-1.items.csv')
 """
 
 from __future__ import annotations
@@ -55,6 +60,12 @@ def release_name(item_id: str) -> str:
     if not parts:
         raise DataSourceError(item_id, "item id gives no usable file name")
     return "/".join(parts)
+
+
+def item_map_path(release_dir: str | Path) -> Path:
+    """``RELEASE_DIR.items.csv``: the private map of opaque released ids to the items' own ids."""
+    release_dir = Path(release_dir)
+    return release_dir.with_name(release_dir.name + ".items.csv")
 
 
 def salt_path(release_dir: str | Path) -> Path:

@@ -47,9 +47,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from monai_pso.release.manifest import MANIFEST_FILE, hash_release, listed_files, manifest_threshold, read_manifest, release_fingerprints
-from monai_pso.errors import DataSourceError, MonaiPsoError, FingerprintMismatchError, LedgerIntegrityError
+from monai_pso.errors import DataSourceError, FingerprintMismatchError, LedgerIntegrityError, MonaiPsoError
 from monai_pso.io import folder_lock, read_json, sha256_file, write_json_atomically, write_text_atomically
+from monai_pso.release.manifest import MANIFEST_FILE, hash_release, listed_files, manifest_threshold, read_manifest, release_fingerprints
 
 LEDGER_FILE = "ledger.jsonl"
 HEAD_FILE = "ledger.head.json"

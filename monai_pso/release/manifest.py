@@ -29,7 +29,6 @@ from monai_pso.io import read_json, sha256_file
 from monai_pso.release.layout import MANIFEST_FILE
 
 
-
 def read_manifest(release_dir: str | Path) -> dict[str, Any]:
     """The release's ``manifest.json``, or an error naming the file."""
     path = Path(release_dir) / MANIFEST_FILE

@@ -110,3 +110,13 @@ def open_release(release_dir: str | Path) -> Release:
     release = Release(path, manifest, summary if isinstance(summary, dict) else {}, header, rows)
     check_release(release)
     return release
+
+
+def read_item_map(release_dir: str | Path) -> dict[str, str]:
+    """The data owner's private map of a release (``RELEASE_DIR.items.csv``): released id -> the item's own id."""
+    path = layout.item_map_path(release_dir)
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            return {row["released_item"]: row["item"] for row in csv.DictReader(handle)}
+    except FileNotFoundError:
+        raise DataSourceError(path, "missing: the map of released ids is kept beside the release by whoever made it") from None

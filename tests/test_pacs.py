@@ -169,11 +169,10 @@ def test_a_generated_dicom_release_reaches_the_pacs_redrawn_images_included(orth
 
 def test_monai_pso_generate_dicom_release_is_exported(orthanc, tmp_path):
     """``monai-pso generate --format dicom`` on a trained bundle, then ``monai-pso export``: every released image is in the PACS."""
-    from test_generate import SOURCE
-    from test_release import trained_tiny_bundle
-
     from monai_pso.guard import build_guard
     from monai_pso.release import open_release
+    from test_generate import SOURCE
+    from test_release import trained_tiny_bundle
 
     build_guard(SOURCE, tmp_path / "guard", n_bootstrap=20, progress=False)
     bundle = trained_tiny_bundle(tmp_path / "ldm_2d", tmp_path / "guard")

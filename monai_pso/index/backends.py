@@ -5,6 +5,14 @@ threshold, and float32 k-nearest lists. It never decides anything: the callers i
 :mod:`monai_pso.index.search` widen every threshold by the error bound of :mod:`monai_pso.index.exact` and
 re-measure candidates in float64, so all backends give identical decisions.
 
+That error bound holds for IEEE float32 arithmetic only, so nothing outside may lower the precision: every
+call of a backend (:meth:`Backend.place`, :meth:`~Backend.sqdist`, :meth:`~Backend.below`,
+:meth:`~Backend.knn`) runs inside :func:`exact_arithmetic` (torch autocast disabled on CPU and CUDA, float32
+matrix products in full precision, no TF32), whatever autocast region or precision setting the caller is
+in, and its results are checked for the designed dtypes (float32 distances, int64 positions, float64
+re-measured values): anything else raises :class:`~monai_pso.errors.IndexIntegrityError` instead of
+deciding on it. Backends implement the underscored methods (``_place``, ``_sqdist``...).
+
 ======================  ===========================================================================
 name                    arithmetic
 ======================  ===========================================================================
@@ -35,7 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_pso.errors import ConfigurationError
+from monai_pso.errors import ConfigurationError, IndexIntegrityError
 
 #: Elements of a ``(queries, references)`` float32 distance block computed at once (64 MiB).
 BLOCK_ELEMENTS = 1 << 24
@@ -60,31 +68,93 @@ class Placed:
     extra: Any = None
 
 
+def _dtype_of(array: Any) -> str:
+    """``float32``, ``int64``...: the dtype of a NumPy array or a torch tensor, as NumPy names it."""
+    dtype = getattr(array, "dtype", None)
+    if isinstance(dtype, torch.dtype):
+        return str(dtype).removeprefix("torch.")
+    return str(np.dtype(dtype)) if dtype is not None else type(array).__name__
+
+
+def _expect(backend: Backend, call: str, what: str, array: Any, dtype: str, shape: tuple[int, ...] | None = None) -> None:
+    """Raise :class:`IndexIntegrityError` unless ``array`` has ``dtype`` (and ``shape``)."""
+    found = _dtype_of(array)
+    if found != dtype:
+        raise IndexIntegrityError(
+            f"{backend.name} backend: {call} gave {what} of dtype {found}, the exact search needs {dtype} "
+            "(reduced precision from autocast, a changed torch default dtype or a custom backend); refusing to decide on it"
+        )
+    if shape is not None and tuple(array.shape) != shape:
+        raise IndexIntegrityError(f"{backend.name} backend: {call} gave {what} shaped {tuple(array.shape)}, expected {shape}")
+
+
 class Backend(ABC):
-    """Float32 distance arithmetic over resident reference vectors."""
+    """Float32 distance arithmetic over resident reference vectors.
+
+    The public methods run the backend's ``_place`` / ``_sqdist`` / ``_below`` / ``_knn`` inside
+    :func:`exact_arithmetic` and check the dtypes and shapes of what they return.
+    """
 
     #: Name used in :func:`get_backend` and reports.
     name: str = ""
 
-    @abstractmethod
     def place(self, vectors: np.ndarray, norms: np.ndarray, slot: int = 0) -> Placed:
         """Make ``vectors`` (float32 ``(N, D)``, may be a memory map) resident; ``norms`` are their L2 norms."""
+        _expect(self, "place", "reference vectors", vectors, "float32")
+        with exact_arithmetic():
+            placed = self._place(vectors, norms, slot)
+        _expect(self, "place", "resident vectors", placed.vectors, "float32", tuple(vectors.shape))
+        _expect(self, "place", "squared norms", placed.sq_norms, "float32", (len(vectors),))
+        return placed
 
-    @abstractmethod
     def sqdist(self, queries: np.ndarray, placed: Placed, start: int, stop: int) -> np.ndarray:
         """Float32 squared distances ``(Q, stop - start)`` of ``queries`` to references ``start:stop``."""
+        _expect(self, "sqdist", "queries", queries, "float32")
+        with exact_arithmetic():
+            block = self._sqdist(queries, placed, start, stop)
+        _expect(self, "sqdist", "squared distances", block, "float32", (len(queries), stop - start))
+        return block
 
-    @abstractmethod
     def below(
         self, queries: np.ndarray, placed: Placed, start: int, stop: int, thresholds: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pairs ``(query, reference - start)`` whose float32 squared distance is ``<= thresholds[query]``,
-        with that float32 squared distance."""
+        with that squared distance (the float32 ``|r|^2 - 2 q.r`` plus ``|q|^2`` in float64)."""
+        _expect(self, "below", "queries", queries, "float32")
+        with exact_arithmetic():
+            pairs_q, pairs_r, values = self._below(queries, placed, start, stop, thresholds)
+        _expect(self, "below", "query positions", pairs_q, "int64", (len(pairs_q),))
+        _expect(self, "below", "reference positions", pairs_r, "int64", (len(pairs_q),))
+        _expect(self, "below", "squared distances", values, "float64", (len(pairs_q),))
+        return pairs_q, pairs_r, values
 
-    @abstractmethod
     def knn(self, queries: np.ndarray, placed: Placed, k: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` smallest float32 squared distances to references ``start:stop``, ascending, and their
         positions relative to ``start``; ``k <= stop - start``."""
+        _expect(self, "knn", "queries", queries, "float32")
+        with exact_arithmetic():
+            distances, positions = self._knn(queries, placed, k, start, stop)
+        _expect(self, "knn", "squared distances", distances, "float32", (len(queries), k))
+        _expect(self, "knn", "positions", positions, "int64", (len(queries), k))
+        return distances, positions
+
+    @abstractmethod
+    def _place(self, vectors: np.ndarray, norms: np.ndarray, slot: int) -> Placed:
+        """See :meth:`place`."""
+
+    @abstractmethod
+    def _sqdist(self, queries: np.ndarray, placed: Placed, start: int, stop: int) -> np.ndarray:
+        """See :meth:`sqdist`."""
+
+    @abstractmethod
+    def _below(
+        self, queries: np.ndarray, placed: Placed, start: int, stop: int, thresholds: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """See :meth:`below`."""
+
+    @abstractmethod
+    def _knn(self, queries: np.ndarray, placed: Placed, k: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """See :meth:`knn`."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
@@ -137,7 +207,7 @@ class NumpyBackend(Backend):
 
     name = "faiss-cpu"
 
-    def place(self, vectors: np.ndarray, norms: np.ndarray, slot: int = 0) -> Placed:
+    def _place(self, vectors: np.ndarray, norms: np.ndarray, slot: int = 0) -> Placed:
         return Placed(vectors, np.square(np.asarray(norms, np.float64)).astype(np.float32))
 
     def _partial(self, queries: np.ndarray, placed: Placed, start: int, stop: int) -> np.ndarray:
@@ -145,27 +215,46 @@ class NumpyBackend(Backend):
         block += placed.sq_norms[start:stop]
         return block
 
-    def sqdist(self, queries: np.ndarray, placed: Placed, start: int, stop: int) -> np.ndarray:
+    def _sqdist(self, queries: np.ndarray, placed: Placed, start: int, stop: int) -> np.ndarray:
         block = self._partial(queries, placed, start, stop)
         block += _sq_norms(queries).astype(np.float32)[:, None]
         return block
 
-    def below(self, queries, placed, start, stop, thresholds):
+    def _below(self, queries, placed, start, stop, thresholds):
         query_sq = _sq_norms(queries)
         limits = _reduced_thresholds(thresholds, query_sq)[:, None]
         found = []
         for lo, hi in _chunks(start, stop, len(queries), queries.shape[1]):
             block = self._partial(queries, placed, lo, hi)
             q, r = np.nonzero(block <= limits)
-            found.append((q, r + (lo - start), block[q, r] + query_sq[q]))
+            found.append((q.astype(np.int64), r.astype(np.int64) + (lo - start), block[q, r] + query_sq[q]))
         return _joined(found)
 
-    def knn(self, queries, placed, k, start, stop):
+    def _knn(self, queries, placed, k, start, stop):
         import faiss
 
         with _faiss_blas():
             distances, positions = faiss.knn(queries, np.asarray(placed.vectors[start:stop]), k)
         return distances, positions.astype(np.int64)
+
+
+@contextlib.contextmanager
+def exact_arithmetic() -> Iterator[None]:
+    """Full IEEE float32 torch arithmetic whatever the caller set: autocast off on CPU and CUDA, no TF32.
+
+    A caller's ``torch.autocast`` region (``float16`` or ``bfloat16``, CPU or CUDA) would otherwise turn the
+    backends' matrix products into half-precision ones, outside the error bound of
+    :mod:`monai_pso.index.exact`; ``torch.set_float32_matmul_precision("high")`` would allow TF32.
+
+    Examples
+    --------
+    >>> a = torch.ones(2, 2)
+    >>> with torch.autocast("cpu", dtype=torch.bfloat16), exact_arithmetic():
+    ...     (a @ a).dtype, torch.get_float32_matmul_precision()
+    (torch.float32, 'highest')
+    """
+    with torch.autocast(device_type="cpu", enabled=False), torch.autocast(device_type="cuda", enabled=False), full_float32_matmul():
+        yield
 
 
 @contextlib.contextmanager
@@ -206,7 +295,7 @@ class TorchBackend(Backend):
             return torch.device("cuda", slot % max(1, torch.cuda.device_count()))
         return self.device
 
-    def place(self, vectors: np.ndarray, norms: np.ndarray, slot: int = 0) -> Placed:
+    def _place(self, vectors: np.ndarray, norms: np.ndarray, slot: int = 0) -> Placed:
         device = self._device_for(slot)
         with warnings.catch_warnings():  # read-only memory maps: torch warns although nothing writes to them
             warnings.simplefilter("ignore", UserWarning)
@@ -216,40 +305,39 @@ class TorchBackend(Backend):
 
     def _partial(self, queries: torch.Tensor, placed: Placed, start: int, stop: int) -> torch.Tensor:
         """``|r|^2 - 2 q.r`` in float32 (``alpha = -2`` scales exactly)."""
-        return torch.addmm(placed.sq_norms[start:stop].unsqueeze(0), queries, placed.vectors[start:stop].T, alpha=-2.0)
+        block = torch.addmm(placed.sq_norms[start:stop].unsqueeze(0), queries, placed.vectors[start:stop].T, alpha=-2.0)
+        _expect(self, "a distance block", "values", block, "float32")
+        return block
 
     def _queries(self, queries: np.ndarray, placed: Placed) -> torch.Tensor:
         return torch.as_tensor(queries, device=placed.vectors.device)
 
-    def sqdist(self, queries, placed, start, stop):
+    def _sqdist(self, queries, placed, start, stop):
         query_sq = torch.as_tensor(_sq_norms(queries).astype(np.float32), device=placed.vectors.device)
-        with full_float32_matmul():
-            block = self._partial(self._queries(queries, placed), placed, start, stop)
-            return block.add_(query_sq.unsqueeze(1)).cpu().numpy()
+        block = self._partial(self._queries(queries, placed), placed, start, stop)
+        return block.add_(query_sq.unsqueeze(1)).cpu().numpy()
 
-    def below(self, queries, placed, start, stop, thresholds):
+    def _below(self, queries, placed, start, stop, thresholds):
         q = self._queries(queries, placed)
         query_sq = _sq_norms(queries)
         limits = torch.as_tensor(_reduced_thresholds(thresholds, query_sq), device=q.device).unsqueeze(1)
         found = []
-        with full_float32_matmul():
-            for lo, hi in _chunks(start, stop, len(queries), queries.shape[1]):
-                block = self._partial(q, placed, lo, hi)
-                pairs = torch.nonzero(block <= limits)
-                values = block[pairs[:, 0], pairs[:, 1]].cpu().numpy()
-                pairs = pairs.cpu().numpy()
-                found.append((pairs[:, 0], pairs[:, 1] + (lo - start), values + query_sq[pairs[:, 0]]))
+        for lo, hi in _chunks(start, stop, len(queries), queries.shape[1]):
+            block = self._partial(q, placed, lo, hi)
+            pairs = torch.nonzero(block <= limits)
+            values = block[pairs[:, 0], pairs[:, 1]].cpu().numpy()
+            pairs = pairs.cpu().numpy()
+            found.append((pairs[:, 0], pairs[:, 1] + (lo - start), values + query_sq[pairs[:, 0]]))
         return _joined(found)
 
-    def knn(self, queries, placed, k, start, stop):
+    def _knn(self, queries, placed, k, start, stop):
         q = self._queries(queries, placed)
-        best_d = torch.empty((len(queries), 0), device=q.device)
+        best_d = torch.empty((len(queries), 0), device=q.device, dtype=torch.float32)
         best_i = torch.empty((len(queries), 0), device=q.device, dtype=torch.int64)
-        with full_float32_matmul():
-            for lo, hi in _chunks(start, stop, len(queries), queries.shape[1]):
-                d, i = torch.topk(self._partial(q, placed, lo, hi), min(k, hi - lo), dim=1, largest=False)
-                best_d, order = torch.topk(torch.cat([best_d, d], 1), min(k, best_d.shape[1] + d.shape[1]), dim=1, largest=False)
-                best_i = torch.gather(torch.cat([best_i, i + (lo - start)], 1), 1, order)
+        for lo, hi in _chunks(start, stop, len(queries), queries.shape[1]):
+            d, i = torch.topk(self._partial(q, placed, lo, hi), min(k, hi - lo), dim=1, largest=False)
+            best_d, order = torch.topk(torch.cat([best_d, d], 1), min(k, best_d.shape[1] + d.shape[1]), dim=1, largest=False)
+            best_i = torch.gather(torch.cat([best_i, i + (lo - start)], 1), 1, order)
         query_sq = torch.as_tensor(_sq_norms(queries).astype(np.float32), device=q.device).unsqueeze(1)
         return (best_d + query_sq).cpu().numpy(), best_i.cpu().numpy()
 
@@ -262,10 +350,10 @@ class FaissGpuBackend(TorchBackend):
         self.name = "faiss-gpu"
         self._resources = None
 
-    def place(self, vectors, norms, slot=0):
+    def _place(self, vectors, norms, slot=0):
         import faiss
 
-        placed = super().place(vectors, norms, slot)
+        placed = super()._place(vectors, norms, slot)
         if self._resources is None:
             self._resources = faiss.StandardGpuResources()
         config = faiss.GpuIndexFlatConfig()
@@ -275,11 +363,11 @@ class FaissGpuBackend(TorchBackend):
         placed.extra = index
         return placed
 
-    def knn(self, queries, placed, k, start, stop):
+    def _knn(self, queries, placed, k, start, stop):
         if start == 0 and stop == placed.extra.ntotal and k <= 2048:
             distances, positions = placed.extra.search(queries, k)
             return distances, positions.astype(np.int64)
-        return super().knn(queries, placed, k, start, stop)
+        return super()._knn(queries, placed, k, start, stop)
 
 
 def faiss_gpu_count() -> int:

@@ -77,6 +77,11 @@ class IndexIntegrityError(MonaiPsoError):
     """A reference index on disk is missing, empty, corrupted or incomplete."""
 
 
+class IntegrityError(MonaiPsoError):
+    """A saved threshold file or guard description was edited after it was written (its integrity hash
+    does not match its content) or carries no integrity hash (written by an older version)."""
+
+
 class LedgerIntegrityError(IndexIntegrityError):
     """The release ledger beside an index was edited, truncated, reordered or cannot be read."""
 

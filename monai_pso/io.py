@@ -153,26 +153,27 @@ def staged_folder(target: str | Path) -> Iterator[Path]:
         raise
 
 
-#: The lock file of :func:`folder_lock` (hidden, so folder listings and copies leave it out).
-LOCK_FILE = ".lock"
-
-
 @contextmanager
 def folder_lock(folder: str | Path) -> Iterator[None]:
-    """Hold the exclusive lock of ``folder`` (``fcntl.flock`` on ``folder/.lock``) while the block runs.
+    """Hold the exclusive lock of ``folder`` while the block runs (``fcntl.flock`` on ``.<name>.lock`` beside it).
 
     Whoever changes the files of a shared folder (the release ledger, an index rebuilt around it) takes it.
+    The lock file lies beside the folder, not in it, so that it stays the same file when the folder itself
+    is replaced (:func:`replace_folder`) while the lock is held.
 
     Examples
     --------
     >>> import tempfile
-    >>> with folder_lock(tempfile.mkdtemp()):
-    ...     pass
+    >>> folder = Path(tempfile.mkdtemp()) / "index"
+    >>> folder.mkdir()
+    >>> with folder_lock(folder):
+    ...     sorted(p.name for p in folder.parent.iterdir())
+    ['.index.lock', 'index']
     """
-    with open(Path(folder) / LOCK_FILE, "a") as lock:
+    folder = Path(folder).absolute()
+    with open(folder.parent / f".{folder.name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from monai_pso.errors import DataSourceError, FingerprintMismatchError, IndexIntegrityError, LedgerIntegrityError
 from monai_pso.release.ledger import HEAD_FILE, LEDGER_FILE, append_entry, append_release, verify_ledger
 from monai_pso.release.manifest import check_unchanged
-from monai_pso.errors import DataSourceError, FingerprintMismatchError, IndexIntegrityError, LedgerIntegrityError
 
 
 def _ledger_with(index_dir: Path, n: int) -> list:
@@ -148,6 +148,24 @@ def test_append_release_reads_the_generate_layout(tmp_path):
     assert entry.command == "generate" and len(entry.files) == 3
 
 
+def test_append_release_reads_the_release_layout(tmp_path):
+    """A manifest as :class:`monai_pso.release.ReleaseBuilder` writes it: top-level tau and fingerprints, files [{path, item, sha256}]."""
+    from monai_pso.io import sha256_file
+
+    release = tmp_path / "release"
+    _release(release, {})
+    files = [{"path": name, "item": f"r-{k}", "sha256": sha256_file(release / name)} for k, name in enumerate(("img-0.png", "img-1.png"))]
+    manifest = {"format": "monai-pso/release/2", "threshold": 0.07, "index_fingerprint": "i" * 64, "embedder_fingerprint": "e" * 64, "files": files}
+    (release / "manifest.json").write_text(json.dumps(manifest))
+    entry = append_release(tmp_path, release, command="generate")
+    assert (entry.threshold, entry.index_fingerprint, entry.embedder_fingerprint) == (0.07, "i" * 64, "e" * 64)
+    assert entry.files == {**{f["path"]: f["sha256"] for f in files}, "audit.csv": sha256_file(release / "audit.csv")}
+    (release / "img-1.png").write_bytes(b"changed")
+    with pytest.raises(DataSourceError, match="img-1.png: the released file changed"):
+        append_release(tmp_path, release)
+    assert len(verify_ledger(tmp_path)) == 1  # the refused release added no entry
+
+
 def test_append_release_checks_listed_hashes(tmp_path):
     release = _release(tmp_path / "release", {"threshold": 0.05, "files": {"img-0.png": "0" * 64}})
     with pytest.raises(DataSourceError, match="img-0.png"):
@@ -165,3 +183,34 @@ def test_crash_between_the_two_renames_is_repaired(tmp_path):
     assert len(verify_ledger(tmp_path)) == 2
     third = append_entry(tmp_path, {"command": "gate", "release_path": "/r3"})
     assert json.loads((tmp_path / HEAD_FILE).read_text()) == {"entries": 3, "hash": third.hash}
+
+
+def test_appends_waiting_while_the_index_is_rebuilt_are_all_kept(tmp_path, monkeypatch):
+    """The folder lock lies beside the index, so an append waiting through a rebuild still excludes later ones."""
+    import threading
+    import time
+
+    from monai_pso.index import storage
+    from monai_pso.release import ledger
+    from test_index_storage import random_index
+
+    index, _ = random_index(shard_rows=450)
+    folder = index.save(tmp_path / "index")
+    append_entry(folder, {"command": "gate", "release_path": "/r1"})
+    newer, _ = random_index(seed=5, shard_rows=450)
+    fsync, verify = storage._fsync_files, ledger.verify_ledger
+    monkeypatch.setattr(storage, "_fsync_files", lambda paths: (time.sleep(0.4), fsync(paths)))  # widen the windows
+    monkeypatch.setattr(ledger, "verify_ledger", lambda d: (entries := verify(d), time.sleep(0.4))[0])
+
+    rebuild = threading.Thread(target=lambda: newer.save(folder, keep_ledger=True))
+    rebuild.start()
+    time.sleep(0.1)
+    waiting = threading.Thread(target=append_entry, args=(folder, {"command": "gate", "release_path": "/r2"}))
+    waiting.start()  # waits for the rebuild's lock
+    rebuild.join()
+    later = threading.Thread(target=append_entry, args=(folder, {"command": "gate", "release_path": "/r3"}))
+    later.start()
+    waiting.join()
+    later.join()
+    monkeypatch.undo()
+    assert sorted(e.release_path for e in verify_ledger(folder)) == ["/r1", "/r2", "/r3"]

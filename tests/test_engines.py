@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from ignite.engine import Events
@@ -12,6 +13,8 @@ from monai.handlers import CheckpointSaver
 from monai.networks.nets import AutoencoderKL, DiffusionModelUNet, PatchDiscriminator
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowScheduler
 
+from guard_support import small_guard
+from monai_pso.data import load_image, load_source
 from monai_pso.engines import (
     AutoencoderTrainer,
     Conditioning,
@@ -19,7 +22,7 @@ from monai_pso.engines import (
     GuidanceSchedule,
     LatentDiffusionSampler,
     LatentDiffusionTrainer,
-    ReleaseWriter,
+    derive_seed,
     ema_of,
     generation_requests,
     load_weights,
@@ -27,6 +30,7 @@ from monai_pso.engines import (
 )
 from monai_pso.engines.bundle import image_size
 from monai_pso.errors import ConfigurationError, MonaiPsoError
+from monai_pso.release import GuardedRelease, ReleaseBuilder, ReleaseWriter, open_release, read_item_map
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -125,66 +129,75 @@ def test_sampler_is_deterministic_per_seed_whatever_the_batch(kind):
     assert together.min() >= 0 and together.max() <= 1
 
 
-class RejectSeeds:
-    """A stand-in guard: drops images whose seed is listed, redraws them, keeps what passes."""
-
-    def __init__(self, rejected_seeds, regenerate, max_attempts):
-        self.rejected, self.regenerate, self.max_attempts = set(rejected_seeds), regenerate, max_attempts
-        self.attempts = []
-
-    def attach(self, engine):
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
-
-    def __call__(self, engine):
-        kept = []
-        for item in engine.state.output:
-            attempt = 0
-            while item["seed"] in self.rejected and attempt + 1 < self.max_attempts:
-                attempt += 1
-                item = self.regenerate(item, attempt)
-            self.attempts.append((item["item_id"], attempt, item["guidance_scale"]))
-            if item["seed"] not in self.rejected:
-                kept.append(item)
-        engine.state.output = kept
+GUARD_SOURCE = "phantom:2d?patients=8&acquisitions=2&size=16&seed=5"
 
 
-def test_guarded_generation_writes_only_passing_images(tmp_path):
-    sampler = LatentDiffusionSampler(tiny_autoencoder(), tiny_unet(), DDIMScheduler(20), 1.0, (2, 8, 8), num_inference_steps=2)
+@pytest.fixture(scope="module")
+def guard():
+    """A one-check guard of 16 x 16 phantom images (the tiny sampler's images lie far from them) and its training images."""
+    source = load_source(GUARD_SOURCE)
+    return small_guard(source), np.stack([load_image(r) for r in source.split("train")])
+
+
+class PlantCopies:
+    """Wraps a sampler: a draw whose seed is listed comes back as a training image (which the guard rejects)."""
+
+    def __init__(self, sampler, copy_seeds, copy):
+        self.sampler, self.copy_seeds, self.copy, self.device = sampler, set(copy_seeds), torch.as_tensor(copy), sampler.device
+        self.draws = []  # (seed, guidance scale) of every draw
+
+    def __call__(self, seeds, condition=None, guidance_scale=None):
+        images = self.sampler(seeds, condition, guidance_scale)
+        for i, seed in enumerate(seeds):
+            self.draws.append((int(seed), float(guidance_scale)))
+            if int(seed) in self.copy_seeds:
+                images[i] = self.copy
+        return images
+
+
+def tiny_sampler() -> LatentDiffusionSampler:
+    return LatentDiffusionSampler(tiny_autoencoder(), tiny_unet(), DDIMScheduler(20), 1.0, (2, 8, 8), num_inference_steps=2)
+
+
+def test_guarded_generation_writes_only_passing_images(guard, tmp_path):
+    checker, training = guard
     schedule = GuidanceSchedule(start=3.0, floor=2.0, step=1.0, attempts_per_level=1)
     requests = generation_requests(4, seed=10, guidance_scale=3.0)
+    # seed 11 passes on a redraw; seed 12 and every redraw of it are copies
+    sampler = PlantCopies(tiny_sampler(), {11, 12} | {derive_seed(12, a) for a in range(1, 4)}, training[0])
     engine = GenerationWorkflow(sampler, requests, batch_size=3, schedule=schedule)
-    # seed 11 passes on a redraw; seed 12 and every redraw of it are rejected
-    from monai_pso.engines import derive_seed
-
-    guard = RejectSeeds({11, 12} | {derive_seed(12, a) for a in range(1, 4)}, engine.regenerate, schedule.total_attempts)
-    writer = ReleaseWriter(tmp_path / "release", "png", manifest={"seed": 10}, require_guard=False)  # a stand-in guard certifies nothing
-    guard.attach(engine)
-    writer.attach(engine)
+    GuardedRelease(checker, engine, tmp_path / "release", "png", provenance={"seed": 10}, record=False).attach(engine)
     engine.run()
-    files = sorted(p.relative_to(tmp_path / "release").as_posix() for p in (tmp_path / "release").rglob("*.*"))
-    assert files == ["images/synthetic-00000.png", "images/synthetic-00001.png", "images/synthetic-00003.png", "manifest.json"]
-    manifest = json.loads((tmp_path / "release" / "manifest.json").read_text())
-    assert manifest["n_released"] == 3 and manifest["seed"] == 10
-    assert [f["path"] for f in manifest["files"]] == files[:3]
-    redrawn = next(i for i in manifest["items"] if i["item_id"] == "synthetic-00001")
+
+    release = tmp_path / "release"
+    original = read_item_map(release)  # released ids are opaque; the private map beside the release names them
+    manifest = json.loads((release / "manifest.json").read_text())
+    files = sorted(p.relative_to(release).as_posix() for p in (release / "images").rglob("*.*"))
+    assert sorted(original[f["item"]] for f in manifest["files"]) == ["synthetic-00000", "synthetic-00001", "synthetic-00003"]
+    assert files == sorted(f["path"] for f in manifest["files"]) == sorted(f"images/{f['item']}.png" for f in manifest["files"])
+    assert manifest["counts"]["released"] == 3 and manifest["counts"]["dropped"] == 1 and manifest["provenance"]["seed"] == 10
+    redrawn = next(i for i in manifest["items"] if original[i["item"]] == "synthetic-00001")
     assert redrawn["attempt"] == 1 and redrawn["guidance_scale"] == 2.0  # guidance lowered after the first failure
-    assert ("synthetic-00002", 1, 2.0) in guard.attempts
+    assert (derive_seed(12, 1), 2.0) in sampler.draws and len(sampler.draws) == 4 + 2  # bounded: one redraw each for 11 and 12
+    summary = open_release(release).summary  # the release schema check, too
+    assert summary["generation"]["dropped"] == [n for n, i in original.items() if i == "synthetic-00002"]
+    assert summary["generation"]["counts"]["regenerated"] == 2 and summary["counts"]["draws"] == 6
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".release")]  # staging folder moved
 
 
-def test_writer_refuses_images_the_guard_did_not_certify(tmp_path):
-    sampler = LatentDiffusionSampler(tiny_autoencoder(), tiny_unet(), DDIMScheduler(20), 1.0, (2, 8, 8), num_inference_steps=2)
-    engine = GenerationWorkflow(sampler, generation_requests(2), batch_size=2)
-    ReleaseWriter(tmp_path / "release", "png").attach(engine)  # no guard attached before it
+def test_writer_refuses_images_the_guard_did_not_certify(guard, tmp_path):
+    checker, _ = guard
+    engine = GenerationWorkflow(tiny_sampler(), generation_requests(2), batch_size=2)
+    ReleaseWriter(ReleaseBuilder(tmp_path / "release", checker, "png", record=False)).attach(engine)  # no guard attached before it
     with pytest.raises(MonaiPsoError, match="not certified by the privacy guard"):
         engine.run()
     assert list(tmp_path.iterdir()) == []
 
 
-def test_failed_generation_leaves_no_output(tmp_path):
-    sampler = LatentDiffusionSampler(tiny_autoencoder(), tiny_unet(), DDIMScheduler(20), 1.0, (2, 8, 8), num_inference_steps=2)
-    engine = GenerationWorkflow(sampler, generation_requests(2), batch_size=1)
-    ReleaseWriter(tmp_path / "release", "png", require_guard=False).attach(engine)
+def test_failed_generation_leaves_no_output(guard, tmp_path):
+    checker, _ = guard
+    engine = GenerationWorkflow(tiny_sampler(), generation_requests(2), batch_size=1)
+    GuardedRelease(checker, engine, tmp_path / "release", "png", record=False).attach(engine)
 
     def fail(e):
         if e.state.iteration == 2:

@@ -8,18 +8,18 @@ way, except for requests marked ``stubborn``, which always come back as copies.
 from __future__ import annotations
 
 import csv
-import json
 
 import numpy as np
 import pytest
 import torch
-from guard_support import small_guard
 from ignite.engine import Engine, Events
 from monai.engines import Evaluator
 from monai.handlers import StatsHandler
 
+from guard_support import small_guard
 from monai_pso.data import load_source
 from monai_pso.errors import ImageValueError, PrivacyViolationError
+from monai_pso.guard import audit_columns
 from monai_pso.handlers import MemorizationMonitor, PrivacyEvents, PrivacyGuard
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -67,36 +67,46 @@ def test_copies_are_never_released_and_rejections_are_redrawn(setting, tmp_path)
     checker, training, fresh = setting
     generator = Generator(training, fresh, copy_rate=0.4)
     engine = Engine(generator.step)
-    guard = PrivacyGuard(checker=checker, save_dir=tmp_path, regenerate=generator.regenerate, max_attempts=3, alarm_rate=0.9)
+    guard = PrivacyGuard(checker, regenerate=generator.regenerate, max_attempts=3, alarm_rate=0.9, draw_log=tmp_path / "draws.csv")
     guard.attach(engine)
     released: list[dict] = []
+    refused: list[dict] = []
     engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: released.extend(e.state.output))  # attached after the guard
+    engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: refused.extend(e.state.privacy_refused))
     engine.run(_requests(24, stubborn={5, 17}))
 
     assert released and not any(_is_copy(item["pred"], training) for item in released)
     recheck = checker.decide(torch.stack([item["pred"] for item in released]))
     assert recheck.released.all() and all(item["privacy_nn_distance"] >= item["privacy_threshold"] for item in released)
-    assert all(item["certificate"]["nn_distance"] >= item["certificate"]["tau"] for item in released)
+    for item in released:  # the decision a release builder certifies each file with
+        decision, certificate = item["privacy_decision"], checker.certificate(item["privacy_decision"], "test")
+        assert decision["released"] is True and decision["outcome"] == "released" and certificate["nn_distance"] >= certificate["tau"]
+        assert all(decision[f"{name}_decision"] == "pass" for name in checker.names)
 
-    rows = list(csv.DictReader((tmp_path / "audit.csv").open()))
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    with (tmp_path / "draws.csv").open(newline="") as stream:
+        reader = csv.DictReader(stream)
+        assert tuple(reader.fieldnames) == audit_columns(checker.names, per_draw=True)
+        rows = list(reader)
+    summary = engine.state.privacy_summary
     counts = summary["counts"]
     by_sample: dict[str, list[dict]] = {}
     for row in rows:
-        by_sample.setdefault(row["sample_id"], []).append(row)
+        by_sample.setdefault(row["item"], []).append(row)
     assert len(by_sample) == counts["generated"] == 24 and len(rows) == counts["checks"]
-    assert all(len(r) <= 1 + 3 and [int(x["attempt"]) for x in r] == list(range(len(r))) for r in by_sample.values())  # bounded
-    assert all(r[-1]["decision"] in ("released", "dropped") and all(x["decision"] == "rejected" for x in r[:-1]) for r in by_sample.values())
-    assert {s for s, r in by_sample.items() if r[-1]["decision"] == "dropped"} == set(summary["dropped"]) >= {"s005", "s017"}
+    assert all(len(r) <= 1 + 3 and [int(x["draw"]) for x in r] == list(range(1, len(r) + 1)) for r in by_sample.values())  # bounded
+    assert all(r[-1]["outcome"] in ("released", "dropped") and all(x["outcome"] == "redrawn" for x in r[:-1]) for r in by_sample.values())
+    assert {s for s, r in by_sample.items() if r[-1]["outcome"] == "dropped"} == set(summary["dropped"]) >= {"s005", "s017"}
     assert len(by_sample["s005"]) == 4  # a stubborn sample: first draw and 3 redraws, then dropped
+    assert sorted(r["item_id"] for r in refused) == sorted(summary["dropped"]) and all(r["draws"] == 4 and not r["decision"]["released"] for r in refused)
+    assert all(item["privacy_draws"] == len(by_sample[item["item_id"]]) for item in released)
     assert counts["regenerated"] > 2 and counts["released"] == len(released) == 24 - counts["dropped"]
+    assert counts["regenerated"] == sum(r["outcome"] == "redrawn" for r in rows)
     assert all((float(r["nn_distance"]) >= float(r["threshold"])) == (r["released"] == "true") for r in rows)
-    assert summary["rejection_rate"] == pytest.approx(counts["rejected"] / counts["checks"])
-    assert (tmp_path / "distances.png").stat().st_size > 1000
+    assert summary["rejection_rate"] == pytest.approx(counts["rejected"] / counts["checks"]) and summary["draw_log"] == "draws.csv"
     print(f"\ngenerated 24, checks {counts['checks']}, redrawn {counts['regenerated']}, dropped {counts['dropped']}, rejection rate {summary['rejection_rate']:.0%}")
 
 
-def test_dict_output_of_a_monai_evaluator(setting, tmp_path):
+def test_dict_output_of_a_monai_evaluator(setting):
     checker, training, fresh = setting
     generator = Generator(training, fresh, copy_rate=0.5, seed=1)
 
@@ -106,36 +116,36 @@ def test_dict_output_of_a_monai_evaluator(setting, tmp_path):
 
     evaluator = Evaluator(device="cpu", val_data_loader=[[0] * 6, [0] * 6], iteration_update=iteration, decollate=False)
     seen = []
-    PrivacyGuard(checker=checker, save_dir=tmp_path, regenerate=None).attach(evaluator)
+    PrivacyGuard(checker, regenerate=None).attach(evaluator)
     evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(e.state.output))
     evaluator.run()
     for output in seen:
         mask = output["privacy_released_mask"]
         assert output["pred"].shape[0] == int(mask.sum()) == len(output["label"]) == len(output["privacy_sample_ids"])
         assert not any(_is_copy(image, training) for image in output["pred"]) and output["note"] == "generated"
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = evaluator.state.privacy_summary
     assert summary["counts"]["dropped"] == summary["counts"]["rejected"] > 0  # no regenerate: rejected = dropped
 
 
-def test_memorization_alarm(setting, tmp_path):
+def test_memorization_alarm(setting):
     checker, training, fresh = setting
     generator = Generator(training, fresh, copy_rate=0.8, seed=2)
     engine = Engine(generator.step)
     fired = []
-    PrivacyGuard(checker=checker, save_dir=tmp_path, alarm_rate=0.3, alarm_min_checks=8).attach(engine)
+    PrivacyGuard(checker, alarm_rate=0.3, alarm_min_checks=8).attach(engine)
     engine.add_event_handler(PrivacyEvents.MEMORIZATION_ALARM, lambda e: fired.append(e.state.iteration))
     engine.run(_requests(16))
     assert engine.state.privacy_alarm and len(fired) == 1
-    assert json.loads((tmp_path / "summary.json").read_text())["alarm"]["raised"]
+    assert engine.state.privacy_summary["alarm"]["raised"]
 
     engine = Engine(generator.step)
-    PrivacyGuard(checker=checker, save_dir=tmp_path / "strict", alarm_rate=0.3, alarm_min_checks=8, raise_on_alarm=True).attach(engine)
+    PrivacyGuard(checker, alarm_rate=0.3, alarm_min_checks=8, raise_on_alarm=True).attach(engine)
     with pytest.raises(PrivacyViolationError, match="memorization alarm"):
         engine.run(_requests(16))
     assert engine.state.output == []
 
 
-def test_fails_closed_on_a_bad_generated_image(setting, tmp_path):
+def test_fails_closed_on_a_bad_generated_image(setting):
     checker, training, fresh = setting
 
     def step(engine, batch):
@@ -143,7 +153,7 @@ def test_fails_closed_on_a_bad_generated_image(setting, tmp_path):
 
     engine = Engine(step)
     later = []
-    PrivacyGuard(checker=checker, save_dir=tmp_path).attach(engine)
+    PrivacyGuard(checker).attach(engine)
     engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: later.append(e.state.output))
     with pytest.raises(ImageValueError, match="NaN"):
         engine.run([[0]])
@@ -154,7 +164,7 @@ def test_memorization_monitor_feeds_stats_handler(setting, capfd):
     checker, training, fresh = setting
     rng = np.random.default_rng(0)
     trainer = Engine(lambda engine, batch: 0.0)
-    monitor = MemorizationMonitor(checker=checker, sample_fn=lambda m: training[rng.integers(len(training), size=m)], n_samples=6, interval=2)
+    monitor = MemorizationMonitor(checker, sample_fn=lambda m: training[rng.integers(len(training), size=m)], n_samples=6, interval=2)
     monitor.attach(trainer)
     StatsHandler(name="monitor-test", iteration_log=False, tag_name="loss").attach(trainer)
     trainer.run([0, 1], max_epochs=4)

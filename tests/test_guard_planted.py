@@ -2,7 +2,7 @@
 
 Near-copies: exact copy, mirror image, 1 and 2 pixel shifts, turns of 3 and 5 degrees, Gaussian noise,
 intensity scale and offset, and a half-size region pasted into another image. The default guard
-(:func:`monai_pso.guard.build_default_guard`: whole-image and tile pixel checks, tau calibrated on the
+(:func:`monai_pso.guard.build_guard`: whole-image and tile pixel checks, tau calibrated on the
 ``val`` split) must reject all of them; the share of unseen ``test`` images it releases is printed.
 """
 
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from guard_support import brute_force_released, planted_set, recall_by_kind
 
+from guard_support import brute_force_released, planted_set, recall_by_kind
 from monai_pso.data import DataSource, load_image, load_source
-from monai_pso.guard import PrivacyChecker, build_default_guard
+from monai_pso.guard import PrivacyChecker, build_guard, load_checker
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -43,14 +43,16 @@ def _check_guard(label: str, source: DataSource, checker: PrivacyChecker, n_sour
     assert test_decisions.released.any(), "the guard released no unseen real image at all"
 
 
-def test_phantom_planted_copies_are_all_rejected():
+def test_phantom_planted_copies_are_all_rejected(tmp_path):
     source = load_source(PHANTOM)
-    checker = build_default_guard(source, progress=False, n_bootstrap=200)
+    built = build_guard(source, tmp_path / "guard", progress=False, n_bootstrap=200)
+    checker = load_checker(tmp_path / "guard")  # the guard as every gate reads it back from its folder
+    assert checker.names == built.names == ["pixel", "pixel-tiles"] and checker.taus == built.taus
     _check_guard("phantom", source, checker, n_sources=10)
 
 
 @pytest.mark.shared_data
-def test_breastmnist_planted_copies_are_all_rejected(shared_data):
+def test_breastmnist_planted_copies_are_all_rejected(shared_data, tmp_path):
     source = load_source(str(shared_data / "medmnist" / "breastmnist.npz"))
-    checker = build_default_guard(source, progress=False, n_bootstrap=200)
+    checker = build_guard(source, tmp_path / "guard", progress=False, n_bootstrap=200)
     _check_guard("BreastMNIST", source, checker, n_sources=6, n_test=80)

@@ -7,13 +7,13 @@ import csv
 import numpy as np
 import pytest
 import torch
-from guard_support import small_guard
 from monai.data import DataLoader, Dataset, MetaTensor
 from monai.transforms import Compose
 
+from guard_support import small_guard
 from monai_pso.data import load_source
 from monai_pso.errors import FingerprintMismatchError, ImageValueError, IndexIntegrityError, PrivacyViolationError
-from monai_pso.guard import GuardCheck, PatientHasher
+from monai_pso.guard import GuardCheck, PatientHasher, audit_columns
 from monai_pso.index import ReferenceIndex
 from monai_pso.transforms import DECISION_KEYS, LoadRecordImaged, PrivacyGate, PrivacyGated, released_collate, released_only
 
@@ -35,40 +35,43 @@ def guard():
 
 def test_array_gate_records_the_decision_in_meta(guard):
     checker, training, fresh = guard
-    gate = PrivacyGate(checker=checker, mode="flag")
+    gate = PrivacyGate(checker, mode="flag")
     copy = gate(training.image)
     assert isinstance(copy, MetaTensor) and copy.meta["privacy_released"] is False
     assert copy.meta["privacy_nn_distance"] < copy.meta["privacy_threshold"]
     assert copy.meta["privacy_nearest_patient_hash"] == PatientHasher(b"test salt")(training.patient_id) != training.patient_id
-    out = PrivacyGate(checker=checker, mode="raise")(fresh)
+    out = PrivacyGate(checker, mode="raise")(fresh)
     assert out.meta["privacy_released"] is True and out.meta["privacy_nn_distance"] >= out.meta["privacy_threshold"]
     assert torch.equal(out.as_tensor(), torch.as_tensor(fresh))  # the checked values are the returned values
     with pytest.raises(PrivacyViolationError):
-        PrivacyGate(checker=checker, mode="raise")(training.image)
-    assert PrivacyGate(checker=checker, mode="drop")(training.image) is None
+        PrivacyGate(checker, mode="raise")(training.image)
+    assert PrivacyGate(checker, mode="drop")(training.image) is None
 
 
 def test_dict_gate_modes_and_multiple_keys(guard):
     checker, training, fresh = guard
     item = {"image": fresh, "other": training.image, "item_id": "s1"}
-    flagged = PrivacyGated(["image", "other"], checker=checker, mode="flag")(item)
+    flagged = PrivacyGated(["image", "other"], checker, mode="flag")(item)
     assert set(DECISION_KEYS) <= set(flagged) and flagged["privacy_released"] is False  # one key too close: item rejected
     assert flagged["image"].meta["privacy_released"] is True and flagged["other"].meta["privacy_released"] is False
-    assert PrivacyGated("image", checker=checker, mode="drop")({"image": training.image}) is None
-    assert PrivacyGated("image", checker=checker)({"image": fresh})["privacy_released"] is True
-    assert PrivacyGated(["image", "mask"], checker=checker, allow_missing_keys=True)({"image": fresh})["privacy_released"] is True
+    assert PrivacyGated("image", checker, mode="drop")({"image": training.image}) is None
+    assert PrivacyGated("image", checker)({"image": fresh})["privacy_released"] is True
+    assert PrivacyGated(["image", "mask"], checker, allow_missing_keys=True)({"image": fresh})["privacy_released"] is True
     with pytest.raises(PrivacyViolationError, match="s2"):
-        PrivacyGated("image", checker=checker)({"image": training.image, "item_id": "s2"})
+        PrivacyGated("image", checker)({"image": training.image, "item_id": "s2"})
 
 
 def test_drop_mode_in_a_monai_dataset_and_loader(guard, tmp_path):
     checker, training, fresh = guard
     datalist = [{"image": training.image, "item_id": "copy"}, {"image": fresh, "item_id": "fresh"}, {"image": training.image * 1.0, "item_id": "copy2"}]
-    transform = Compose([LoadRecordImaged("image"), PrivacyGated("image", checker=checker, mode="drop", audit_log=tmp_path / "audit.csv")])
+    transform = Compose([LoadRecordImaged("image"), PrivacyGated("image", checker, mode="drop", audit_log=tmp_path / "audit.csv")])
     loader = DataLoader(Dataset(datalist, transform), batch_size=3, collate_fn=released_collate, num_workers=0)
     (batch,) = list(loader)
     assert batch["item_id"] == ["fresh"] and batch["image"].shape == (1, 1, 32, 32)
-    rows = list(csv.DictReader((tmp_path / "audit.csv").open()))
+    with (tmp_path / "audit.csv").open(newline="") as stream:
+        reader = csv.DictReader(stream)
+        assert tuple(reader.fieldnames) == audit_columns(checker.names)  # the one audit schema
+        rows = list(reader)
     assert [r["item"] for r in rows] == ["copy", "fresh", "copy2"] and [r["released"] for r in rows] == ["false", "true", "false"]
     assert all(training.patient_id not in ",".join(r.values()) for r in rows)  # only salted hashes, never the id
     assert released_only([None, {"privacy_released": False}, {"privacy_released": True}, {"image": 1}]) == [{"privacy_released": True}]
@@ -88,7 +91,7 @@ def test_bad_images_are_errors_never_passes(guard, image, message):
     checker, _, _ = guard
     for mode in ("flag", "drop"):
         with pytest.raises(ImageValueError, match=message):
-            PrivacyGate(checker=checker, mode=mode)(image)
+            PrivacyGate(checker, mode=mode)(image)
 
 
 def test_mismatched_or_empty_artefacts_are_refused(guard, tmp_path):

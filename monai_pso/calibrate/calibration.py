@@ -16,6 +16,24 @@ Two candidate thresholds are measured with the guard's own embedder and distance
 When no patient has two images (MedMNIST has one image per patient) ``tau_same`` is absent and ``max``
 falls back to ``holdout``, with a note in the threshold.
 
+Is tau_same meaningful in this embedding? It says "closer than a re-acquisition of one person", which
+protects anyone only when a re-acquisition lies nearer its own patient than the nearest *stranger*
+the guard would find in the training set. Measured as the guard uses it (:class:`~monai_pso.calibrate.threshold.VerificationAUC`):
+for every image of a held-out patient with two or more images, its distance to that patient's nearest
+other image against its distance to the nearest training image (a stranger: held-out patients are not
+in the index), as a Mann-Whitney AUC with a patient-bootstrap interval. tau_same is applied (``max`` or
+``same``) only when ``AUC >= min_same_auc`` (0.7), the interval's lower end is above 0.5 (better than
+chance at the interval's level) and at least ``min_same_patients`` (10) held-out patients have repeat
+images (a bootstrap over fewer patients is not an interval). Otherwise ``max`` takes tau from the
+holdout part alone (``applied_rule="holdout"``, the reason in the notes) and ``same`` is refused.
+``min_same_auc=None`` applies tau_same whatever its AUC. On real paediatric chest X-rays (several
+images per child, pixel checks) the AUC is 0.1-0.2: a child's other images lie *farther* than a
+stranger's nearest image, and tau_same would refuse nearly every unseen image.
+
+Utility cost: the share of all held-out real images tau refuses. Above ``max_utility_cost`` (0.5) it
+is an error (:class:`UtilityCostError`, saying which part set tau and how to proceed) unless
+``accept_utility_cost=True``; the limit and the acceptance are recorded in the threshold.
+
 Near-duplicates across splits: real collections hold several crops or re-exports of one lesion under
 different ids. Left in, they pull a low percentile towards zero and the guard would pass near-copies.
 Measured with the default whole-image check: in BreastMNIST 40% of the validation images lie within
@@ -42,6 +60,8 @@ Examples
 >>> t = calibrate_threshold(index, embedder, src, split="val", n_bootstrap=50, progress=False)
 >>> t.value >= t.holdout.value, t.same is not None, 0.0 <= t.utility_cost <= 1.0
 (True, True, True)
+>>> t.verification.n_patients < 10, t.same_applied  # too few held-out patients with repeats to show tau_same means anything
+(True, False)
 """
 
 from __future__ import annotations
@@ -51,9 +71,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from monai_pso.calibrate.bootstrap import PatientResampler, bootstrap_percentile, percentile_interval
+from monai_pso.calibrate.bootstrap import PatientResampler, auc_smaller, bootstrap_auc, bootstrap_percentile, percentile_interval
 from monai_pso.calibrate.distances import PatientDistances, holdout_distances, same_patient_distances
-from monai_pso.calibrate.threshold import RULES, Threshold, ThresholdPart
+from monai_pso.calibrate.threshold import RULES, Threshold, ThresholdPart, VerificationAUC
 from monai_pso.data import DataSource, load_source
 from monai_pso.embed.base import Embedder
 from monai_pso.embed.registry import resolve_embedder
@@ -62,6 +82,15 @@ from monai_pso.errors import ConfigurationError, DataSourceError, MonaiPsoError
 
 #: Below this many held-out patients the notes warn that the interval is wide.
 FEW_PATIENTS = 20
+
+#: Defaults of the criterion for tau_same (see the module docstring) and of the utility-cost limit.
+MIN_SAME_AUC = 0.7
+MIN_SAME_PATIENTS = 10
+MAX_UTILITY_COST = 0.5
+
+
+class UtilityCostError(MonaiPsoError):
+    """The calibrated tau would refuse more held-out real images than the limit allows (``accept_utility_cost`` accepts it)."""
 
 
 def _training_source(index, training: DataSource | str | None, training_split: str, notes: list[str]) -> DataSource | None:
@@ -88,6 +117,89 @@ def _part(name: str, data: PatientDistances, percentile: float, replicates: np.n
         n_images=len(data),
         n_patients=data.n_patients,
         sources=data.sources,
+    )
+
+
+def verification_auc(
+    same: PatientDistances,
+    holdout: PatientDistances,
+    n_bootstrap: int,
+    rng: np.random.Generator,
+    confidence: float = 0.95,
+    min_auc: float | None = MIN_SAME_AUC,
+    min_patients: int = MIN_SAME_PATIENTS,
+) -> VerificationAUC | None:
+    """Same- vs different-patient AUC of held-out patients with repeat images, and whether tau_same means anything.
+
+    Parameters
+    ----------
+    same
+        Per image of a held-out patient with two or more images, the distance to that patient's nearest
+        other image (:func:`~monai_pso.calibrate.distances.same_patient_distances`).
+    holdout
+        Per held-out image, the distance to the nearest training image (:func:`~monai_pso.calibrate.distances.holdout_distances`):
+        always another patient, as held-out patients are not in the index. Images of patients absent
+        from ``same`` are left out, so both kinds come from the same images.
+    n_bootstrap, rng, confidence
+        The patient bootstrap of the interval.
+    min_auc, min_patients
+        The criterion (see the module docstring); ``min_auc=None``: none.
+
+    Returns
+    -------
+    VerificationAUC or None
+        ``None`` when no held-out patient has two or more images.
+
+    Examples
+    --------
+    >>> same = PatientDistances(np.array([0.1, 0.2, 0.1, 0.3]), np.array(["a", "a", "b", "b"]))
+    >>> held = PatientDistances(np.array([0.5, 0.6, 0.4, 0.7, 0.9]), np.array(["a", "a", "b", "b", "c"]))
+    >>> v = verification_auc(same, held, 100, np.random.default_rng(0), min_patients=2)
+    >>> v.value, v.n_images, v.n_patients, v.meaningful
+    (1.0, 4, 2, True)
+    """
+    if not len(same):
+        return None
+    different = holdout.subset(np.isin(holdout.patients, np.unique(same.patients)))
+    values = np.concatenate([same.values, different.values])
+    first = np.concatenate([np.ones(len(same), bool), np.zeros(len(different), bool)])
+    value = auc_smaller(same.values, different.values)
+    replicates = bootstrap_auc(values, first, PatientResampler(np.concatenate([same.patients, different.patients])), n_bootstrap, rng)
+    interval = percentile_interval(replicates, confidence)
+    n_patients = same.n_patients
+    if min_auc is None:
+        meaningful, reason = True, "no criterion asked (min_same_auc=None): tau_same counts whatever its AUC"
+    elif n_patients < min_patients:
+        meaningful = False
+        reason = f"only {n_patients} held-out patients with two or more images (criterion: >= {min_patients}), too few for the AUC's interval"
+    elif value < min_auc or interval[0] <= 0.5:
+        meaningful = False
+        reason = (
+            f"same-patient images are not reliably nearer each other than the nearest stranger in the training set "
+            f"(AUC {value:.3f}, interval lower end {interval[0]:.3f}; criterion: AUC >= {min_auc:g} and lower end > 0.5)"
+        )
+    else:
+        meaningful = True
+        reason = f"AUC {value:.3f} >= {min_auc:g} and interval lower end {interval[0]:.3f} > 0.5 over {n_patients} patients"
+    return VerificationAUC(float(value), interval, len(same), n_patients, min_auc, min_patients, meaningful, reason)
+
+
+def _utility_message(description: str, value: float, cost: float, limit: float, holdout: ThresholdPart, same: ThresholdPart | None, applied: str, near_share: float) -> str:
+    if applied != "holdout" and same is not None and same.value > holdout.value:
+        why = (
+            f"tau_same ({same.value:.4g}, the {same.percentile:g}th percentile of same-patient distances) lies above most held-out "
+            f"images' distance to the training set (holdout part {holdout.value:.4g})"
+        )
+        remedy = "use rule='holdout' (--rule holdout) or a lower same_percentile"
+    elif near_share > 0:
+        why = f"{near_share:.0%} of held-out images are near-duplicates of training images"
+        remedy = "check that the holdout's patients and images are not in the training set"
+    else:
+        why = f"the held-out images lie close to the training set in this embedding (tau from the {applied} part)"
+        remedy = "check the splits and the embedder"
+    return (
+        f"{description}: tau={value:.4g} would refuse {cost:.1%} of held-out real images (limit {limit:.0%}): {why}; "
+        f"{remedy}, or accept this cost with accept_utility_cost=True (--accept-utility-cost)"
     )
 
 
@@ -119,6 +231,10 @@ def calibrate_threshold(
     near_duplicate_factor: float | None = 0.5,
     views: QueryViews | None = None,
     confidence: float = 0.95,
+    min_same_auc: float | None = MIN_SAME_AUC,
+    min_same_patients: int = MIN_SAME_PATIENTS,
+    max_utility_cost: float = MAX_UTILITY_COST,
+    accept_utility_cost: bool = False,
     batch_size: int = 64,
     progress: bool = True,
 ) -> Threshold:
@@ -148,18 +264,31 @@ def calibrate_threshold(
     views
         Extra query-side views (translations, turns) every distance is measured with; ``None``:
         :func:`~monai_pso.embed.views.default_query_views`. Recorded in the threshold.
+    min_same_auc, min_same_patients
+        tau_same counts only when the same- vs different-patient AUC of the held-out patients with
+        repeat images is at least ``min_same_auc``, its interval's lower end above 0.5, and there are at
+        least ``min_same_patients`` such patients; ``min_same_auc=None`` applies it whatever its AUC.
+    max_utility_cost, accept_utility_cost
+        A tau refusing more than this share of the held-out real images is an error unless accepted.
     batch_size, progress
         Images per embedding call; progress bars.
 
     Raises
     ------
     DataSourceError
-        The holdout split is empty, shares patients with the index, or ``rule="same"`` without pairs,
-        or tau would be zero.
+        The holdout split is empty, shares patients with the index, or ``rule="same"`` without pairs
+        or with a tau_same that is not meaningful, or tau would be zero.
+    UtilityCostError
+        tau would refuse more than ``max_utility_cost`` of the held-out real images (``accept_utility_cost`` accepts it).
     FingerprintMismatchError
         ``embedder`` did not build ``index``.
     """
     _check_options(rule, holdout_percentile, same_percentile, n_bootstrap, near_duplicate_factor, confidence)
+    if not 0.0 <= max_utility_cost <= 1.0 or (min_same_auc is not None and not 0.0 <= min_same_auc <= 1.0) or min_same_patients < 1:
+        raise ConfigurationError(
+            f"max_utility_cost={max_utility_cost}, min_same_auc={min_same_auc}, min_same_patients={min_same_patients}: "
+            "need shares in [0, 1] and at least one patient"
+        )
     embedder = resolve_embedder(index, embedder)
     held = load_source(holdout).split(split)
     if len(held) == 0:
@@ -182,8 +311,9 @@ def calibrate_threshold(
         )
 
     training_images = _training_source(index, training, training_split, notes)
-    same_sources = [held] + ([training_images] if training_images is not None else [])
-    same = PatientDistances.concat([same_patient_distances(embedder, s, views, index, progress) for s in same_sources])
+    held_same = same_patient_distances(embedder, held, views, index, progress)
+    training_same = [same_patient_distances(embedder, training_images, views, index, progress)] if training_images is not None else []
+    same = PatientDistances.concat([held_same, *training_same])
 
     rng = np.random.default_rng(seed)
     holdout_reps = bootstrap_percentile(kept.values, PatientResampler(kept.patients), holdout_percentile, n_bootstrap, rng)
@@ -197,7 +327,20 @@ def calibrate_threshold(
     else:
         notes.append("no patient has two or more images (e.g. MedMNIST): tau_same is absent and the rule falls back to holdout")
 
-    applied = rule if (rule != "max" or same_part is not None) else "holdout"
+    verification = verification_auc(held_same, distances, n_bootstrap, rng, confidence, min_same_auc, min_same_patients)
+    same_counts = same_part is not None and (min_same_auc is None or (verification is not None and verification.meaningful))
+    if same_part is not None and not same_counts:
+        if verification is None:
+            reason = "no held-out patient has two or more images, so whether same-patient distances are smaller than a stranger's cannot be measured"
+        else:
+            reason = verification.reason
+        if rule == "same":
+            raise DataSourceError(
+                held.description, f"rule='same': tau_same is not shown to mean anything here ({reason}); use rule='max' or 'holdout', or min_same_auc=None to apply it anyway"
+            )
+        if rule == "max":
+            notes.append(f"tau_same ({same_part.value:.4g}) not applied: {reason}; tau is the holdout part alone (min_same_auc=None applies it anyway)")
+    applied = rule if (rule != "max" or same_counts) else "holdout"
     if applied == "holdout":
         value, tau_reps = holdout_part.value, holdout_reps
     elif applied == "same":
@@ -208,6 +351,12 @@ def calibrate_threshold(
         raise DataSourceError(held.description, f"calibrated tau is {value:g}: the held-out images coincide with training images; check the splits")
     if holdout_part.n_patients < FEW_PATIENTS:
         notes.append(f"only {holdout_part.n_patients} held-out patients: the confidence intervals are wide")
+    utility_cost = float(np.mean(distances.values < value))
+    above_limit = utility_cost > max_utility_cost
+    if above_limit and not accept_utility_cost:
+        raise UtilityCostError(_utility_message(held.description, value, utility_cost, max_utility_cost, holdout_part, same_part, applied, float(near.mean())))
+    if above_limit:
+        notes.append(f"utility cost {utility_cost:.1%} is above the limit {max_utility_cost:.0%} and was accepted explicitly (accept_utility_cost)")
 
     return Threshold(
         value=float(value),
@@ -219,10 +368,14 @@ def calibrate_threshold(
         confidence=confidence,
         n_bootstrap=n_bootstrap,
         seed=seed,
-        utility_cost=float(np.mean(distances.values < value)),
+        utility_cost=utility_cost,
         near_duplicate_share=float(near.mean()),
         near_duplicate_factor=near_duplicate_factor,
         holdout_value_all=float(np.percentile(distances.values, holdout_percentile)),
+        verification=verification,
+        same_applied=applied != "holdout",
+        utility_limit=float(max_utility_cost),
+        utility_cost_accepted=bool(above_limit),
         embedder_fingerprint=embedder.fingerprint,
         embedder_name=embedder.name,
         index_fingerprint=index.fingerprint,

@@ -5,13 +5,23 @@ gate. The JSON file records everything needed to judge it (rule, percentiles, co
 intervals, the utility cost, notes) and the fingerprints of the embedder and the reference index it
 was calibrated against; :meth:`Threshold.load` refuses to pair it with any other.
 
+The file also carries an integrity hash, ``content_sha256``: the sha256 of the canonical JSON (sorted
+keys, no whitespace, UTF-8; as the release ledger hashes its entries) of everything else in it. A file
+whose value, rule, query views or any other field was edited after it was written, or that carries no
+hash (written by an older version), is refused with :class:`~monai_pso.errors.IntegrityError`: calibrate
+again instead. The guard folder's ``guard.json`` is sealed the same way (:func:`seal`, :func:`check_seal`).
+It detects edits, not a forger who recomputes the hash: keep the files where only the guard's owner writes.
+
 Decision convention everywhere: an image whose distance to the training set is ``< value`` is too
 close and is not released; ``>= value`` passes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +29,7 @@ from typing import Any
 
 from monai_pso import __version__
 from monai_pso.embed.views import QueryViews
-from monai_pso.errors import ConfigurationError, DataSourceError, FingerprintMismatchError
+from monai_pso.errors import ConfigurationError, DataSourceError, FingerprintMismatchError, IntegrityError
 from monai_pso.io import read_json, write_json_atomically
 
 #: Written into every threshold file; :meth:`Threshold.load` refuses other formats.
@@ -27,6 +37,50 @@ THRESHOLD_FORMAT = "monai-pso/threshold/1"
 
 #: Rules that combine the two candidate thresholds.
 RULES = ("max", "holdout", "same")
+
+#: Key of the integrity hash in a threshold file (and in ``guard.json``).
+INTEGRITY_KEY = "content_sha256"
+
+
+def content_sha256(document: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``document`` without its :data:`INTEGRITY_KEY`.
+
+    Canonical JSON as :func:`monai_pso.release.ledger.canonical_json`: sorted keys, no whitespace, UTF-8, no NaN.
+
+    Examples
+    --------
+    >>> content_sha256({"b": 1, "a": [1.5, None]}) == content_sha256({"a": [1.5, None], "b": 1, INTEGRITY_KEY: "x"})
+    True
+    """
+    body = {key: value for key, value in document.items() if key != INTEGRITY_KEY}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()).hexdigest()
+
+
+def seal(document: Mapping[str, Any]) -> dict[str, Any]:
+    """``document`` with its integrity hash (:func:`content_sha256`) under :data:`INTEGRITY_KEY`."""
+    return {**document, INTEGRITY_KEY: content_sha256(document)}
+
+
+def check_seal(document: Mapping[str, Any], path: str | Path, what: str, remedy: str) -> None:
+    """Raise :class:`~monai_pso.errors.IntegrityError` naming ``path`` unless ``document``'s hash matches its content.
+
+    Examples
+    --------
+    >>> check_seal(seal({"value": 2.0}), "tau.json", "threshold file", "calibrate again")
+    >>> check_seal({**seal({"value": 2.0}), "value": 1.0}, "tau.json", "threshold file", "calibrate again")
+    Traceback (most recent call last):
+    ...
+    monai_pso.errors.IntegrityError: tau.json: threshold file was edited after it was written (its content_sha256 does not match its content); calibrate again
+    """
+    recorded = document.get(INTEGRITY_KEY)
+    if recorded is None:
+        raise IntegrityError.at(path, f"{what} carries no integrity hash ({INTEGRITY_KEY}; written by an older monai-pso version); {remedy}")
+    try:
+        actual = content_sha256(document)
+    except (TypeError, ValueError):  # NaN or values JSON cannot hold: not what save wrote
+        actual = None
+    if recorded != actual:
+        raise IntegrityError.at(path, f"{what} was edited after it was written (its {INTEGRITY_KEY} does not match its content); {remedy}")
 
 
 @dataclass(frozen=True)
@@ -69,6 +123,57 @@ class ThresholdPart:
 
 
 @dataclass(frozen=True)
+class VerificationAUC:
+    """Whether same-patient distances are smaller than different-patient ones, measured as the guard sees them.
+
+    Over the images of held-out patients with two or more images: AUC = P(an image's distance to the
+    nearest *other image of its own patient* < an image's distance to the nearest *training* image,
+    all of another patient) + half the ties (Mann-Whitney), with a patient-bootstrap interval. 1: a
+    re-acquisition always lies nearer its own patient than the nearest stranger of the training set;
+    0.5: no better than chance; below 0.5: strangers lie nearer (tau_same would then refuse strangers'
+    images for no reason of identity). See ``docs/guard.md``.
+
+    Parameters
+    ----------
+    value, interval
+        The AUC and its bootstrap confidence interval (patients resampled).
+    n_images, n_patients
+        Held-out images and patients (each with two or more images) it was measured over.
+    min_auc, min_patients
+        The criterion: tau_same counts only when ``value >= min_auc``, the interval's lower end is
+        above 0.5 and ``n_patients >= min_patients``; ``min_auc=None``: no criterion (always counts).
+    meaningful
+        Whether the criterion holds.
+    reason
+        The criterion's verdict in words.
+
+    Examples
+    --------
+    >>> VerificationAUC(0.93, (0.85, 0.99), 60, 20, 0.7, 10, True, "").meaningful
+    True
+    """
+
+    value: float
+    interval: tuple[float, float]
+    n_images: int
+    n_patients: int
+    min_auc: float | None = 0.7
+    min_patients: int = 10
+    meaningful: bool = False
+    reason: str = ""
+
+    @classmethod
+    def from_dict(cls, content: dict[str, Any]) -> VerificationAUC:
+        return cls(**{**content, "interval": tuple(content["interval"])})
+
+    def describe(self) -> str:
+        return (
+            f"same vs different patient: AUC {self.value:.3f} CI {_interval(self.interval)} over {self.n_images} held-out images "
+            f"of {self.n_patients} patients with repeat images"
+        )
+
+
+@dataclass(frozen=True)
 class Threshold:
     """The privacy threshold tau with its provenance.
 
@@ -79,7 +184,8 @@ class Threshold:
     rule
         The rule asked for (``max``, ``holdout`` or ``same``).
     applied_rule
-        The rule that decided (``holdout`` when ``max`` was asked but no same-patient pairs existed).
+        The rule that decided: ``holdout`` when ``max`` was asked but tau_same is absent (no
+        same-patient pairs) or not meaningful (see ``verification``).
     holdout
         The held-out candidate (low percentile of nearest-neighbour distances of unseen patients).
     same
@@ -100,6 +206,15 @@ class Threshold:
         The factor, or ``None`` when near-duplicates were kept in the holdout percentile.
     holdout_value_all
         The holdout percentile over all held-out images, near-duplicates included.
+    verification
+        Same- vs different-patient AUC in this embedding (:class:`VerificationAUC`), or ``None`` when no
+        held-out patient had two images; it decides whether tau_same counts.
+    same_applied
+        Whether tau_same entered ``value`` (``applied_rule`` is ``max`` or ``same``); derived when ``None``.
+    utility_limit
+        The largest utility cost calibration accepted without ``accept_utility_cost`` (``None``: not checked).
+    utility_cost_accepted
+        ``True`` when the utility cost exceeded ``utility_limit`` and was accepted explicitly.
     embedder_fingerprint, embedder_name, index_fingerprint
         What the threshold belongs to (the index fingerprint is a digest of its content,
         :attr:`~monai_pso.index.ReferenceIndex.fingerprint`).
@@ -136,6 +251,10 @@ class Threshold:
     near_duplicate_share: float = 0.0
     near_duplicate_factor: float | None = None
     holdout_value_all: float = float("nan")
+    verification: VerificationAUC | None = None
+    same_applied: bool | None = None
+    utility_limit: float | None = None
+    utility_cost_accepted: bool = False
     embedder_fingerprint: str = ""
     embedder_name: str = ""
     index_fingerprint: str = ""
@@ -151,6 +270,11 @@ class Threshold:
             raise ConfigurationError(f"threshold value={self.value!r}: must be a positive finite number")
         if self.rule not in RULES or self.applied_rule not in RULES:
             raise ConfigurationError(f"rule={self.rule!r}, applied_rule={self.applied_rule!r}: each must be one of {', '.join(RULES)}")
+        applied = self.applied_rule != "holdout"
+        if self.same_applied is None:
+            object.__setattr__(self, "same_applied", applied)
+        elif bool(self.same_applied) != applied:
+            raise ConfigurationError(f"same_applied={self.same_applied!r} contradicts applied_rule={self.applied_rule!r}")
 
     @property
     def views(self) -> QueryViews:
@@ -171,9 +295,10 @@ class Threshold:
 
     @classmethod
     def from_dict(cls, content: dict[str, Any]) -> Threshold:
-        values = {k: v for k, v in content.items() if k not in ("format", "decision")}
+        values = {k: v for k, v in content.items() if k not in ("format", "decision", INTEGRITY_KEY)}
         values["holdout"] = ThresholdPart.from_dict(values["holdout"])
         values["same"] = ThresholdPart.from_dict(values["same"]) if values.get("same") else None
+        values["verification"] = VerificationAUC.from_dict(values["verification"]) if values.get("verification") else None
         values["interval"] = tuple(values["interval"])
         values["notes"] = tuple(values.get("notes", ()))
         for key in ("utility_cost", "holdout_value_all"):
@@ -181,8 +306,8 @@ class Threshold:
         return cls(**values)
 
     def save(self, path: str | Path) -> Path:
-        """Write the threshold as JSON (atomically) and return the path."""
-        write_json_atomically(path, self.to_dict())
+        """Write the threshold as JSON (atomically, with its integrity hash :data:`INTEGRITY_KEY`) and return the path."""
+        write_json_atomically(path, seal(self.to_dict()))
         return Path(path)
 
     @classmethod
@@ -200,6 +325,8 @@ class Threshold:
         ------
         DataSourceError
             The file is missing or is not a monai-pso threshold.
+        IntegrityError
+            The file was edited after it was written (value, rule, query views...), or has no integrity hash.
         FingerprintMismatchError
             The threshold belongs to another embedder or index.
         """
@@ -207,6 +334,7 @@ class Threshold:
         content = read_json(path, what="threshold file")
         if not isinstance(content, dict) or content.get("format") != THRESHOLD_FORMAT:
             raise DataSourceError(path, f"not a monai-pso threshold file (expected format {THRESHOLD_FORMAT!r})")
+        check_seal(content, path, "threshold file", "calibrate again (monai-pso calibrate, or monai-pso guard build for a guard folder)")
         try:
             threshold = cls.from_dict(content)
         except (KeyError, TypeError, ValueError) as error:
@@ -239,8 +367,14 @@ class Threshold:
                 f"  {part.name}: {part.value:.6g} = {part.percentile:g}th percentile over {part.n_images} images of "
                 f"{part.n_patients} patients, CI {_interval(part.interval)}"
             )
+        if self.verification is not None:
+            lines.append(f"  {self.verification.describe()}")
+        if self.same is not None:
+            verdict = self.verification.reason if self.verification is not None and self.verification.reason else ""
+            lines.append(f"  tau_same {'applied' if self.same_applied else 'NOT applied'}" + (f": {verdict}" if verdict else ""))
         lines.append(f"  held-out images within {self.near_duplicate_factor or 0:g} x median of a training image: {self.near_duplicate_share:.1%}")
-        lines.append(f"  utility cost: {self.utility_cost:.1%} of held-out real images would be rejected")
+        limit = "" if self.utility_limit is None else f" (limit {self.utility_limit:.0%}" + ("; ACCEPTED above the limit)" if self.utility_cost_accepted else ")")
+        lines.append(f"  utility cost: {self.utility_cost:.1%} of held-out real images would be rejected{limit}")
         lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines)
 

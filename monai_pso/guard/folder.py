@@ -6,7 +6,8 @@ each default check's embedder and calibrates its tau on held-out patients, into 
     GUARD_DIR/
       guard.json                 format, created, package version, source, splits, ledger (relative path),
                                  checks: [{name, index, threshold, embedder, embedder_dir,
-                                           embedder_fingerprint, index_fingerprint, tau}]
+                                           embedder_fingerprint, index_fingerprint, tau}],
+                                 content_sha256 (integrity hash of the rest; an edited file is refused)
       pixel/index/               whole-image pixel check (reference index; the release ledger lives here)
       pixel/threshold.json
       pixel-tiles/index/         tile check
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_pso import __version__
+from monai_pso.calibrate.threshold import check_seal, seal
 from monai_pso.errors import DataSourceError, MonaiPsoError
 from monai_pso.guard.checker import GuardCheck, PrivacyChecker
 from monai_pso.guard.hashing import PatientHasher
@@ -120,7 +122,7 @@ def build_guard(
         )
     write_json_atomically(
         out_dir / GUARD_FILE,
-        {
+        seal({
             "format": GUARD_FORMAT,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "package_version": __version__,
@@ -130,18 +132,23 @@ def build_guard(
             "holdout_split": holdout_split,
             "ledger": entries[0]["index"],
             "checks": entries,
-        },
+        }),
     )
     return load_checker(out_dir)
 
 
 def read_guard(guard_dir: str | Path) -> dict[str, Any]:
-    """The ``guard.json`` of a guard folder, checked for its format (an error names the file otherwise)."""
+    """The ``guard.json`` of a guard folder, checked for its format and its integrity hash (an error names the file otherwise).
+
+    Raises :class:`~monai_pso.errors.IntegrityError` when the file was edited after :func:`build_guard` wrote
+    it (a tau, a check, a path) or carries no integrity hash (an older guard folder): build the guard again.
+    """
     path = Path(guard_dir) / GUARD_FILE
     missing = "guard description not found: build the guard with `monai-pso guard build SOURCE --out GUARD_DIR`"
     document = read_json(path, what="guard description", missing=missing)
     if not isinstance(document, dict) or document.get("format") != GUARD_FORMAT or not document.get("checks"):
         raise DataSourceError(path, f"not a guard description of format {GUARD_FORMAT}")
+    check_seal(document, path, "guard description", "build the guard again (monai-pso guard build SOURCE --out GUARD_DIR)")
     return document
 
 

@@ -34,6 +34,7 @@ array([[1.]], dtype=float32)
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -253,6 +254,9 @@ def exact_arithmetic() -> Iterator[None]:
     ...     (a @ a).dtype, torch.get_float32_matmul_precision()
     (torch.float32, 'highest')
     """
+    if not (torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda")) and _full_float32_now():
+        yield  # already exact (the common case, and nested calls): entering the contexts costs ~10 us per call
+        return
     with torch.autocast(device_type="cpu", enabled=False), torch.autocast(device_type="cuda", enabled=False), full_float32_matmul():
         yield
 
@@ -269,12 +273,44 @@ def full_float32_matmul() -> Iterator[None]:
     ...     torch.get_float32_matmul_precision()
     'highest'
     """
-    previous = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
+    legacy = _matmul_precision()
+    previous = [(module, module.fp32_precision) for module in _fp32_precision_settings()]
+    torch.set_float32_matmul_precision("highest")  # sets the cuBLAS and oneDNN float32 matmul precisions to "ieee"
     try:
         yield
     finally:
-        torch.set_float32_matmul_precision(previous)
+        if legacy is not None:
+            torch.set_float32_matmul_precision(legacy)
+        for module, value in previous:  # torch >= 2.9: per-backend settings the legacy one does not restore (a mix)
+            if module.fp32_precision != value:
+                module.fp32_precision = value
+
+
+@functools.cache
+def _fp32_precision_settings() -> tuple[Any, ...]:
+    """torch's per-backend float32 matmul precision settings (``torch.backends.cuda.matmul``, oneDNN's), where present."""
+    modules = [getattr(torch.backends.cuda, "matmul", None), getattr(getattr(torch.backends, "mkldnn", None), "matmul", None)]
+    found = []
+    for module in modules:
+        try:
+            module.fp32_precision  # noqa: B018 (absent before torch 2.9)
+        except (AttributeError, RuntimeError):
+            continue
+        found.append(module)
+    return tuple(found)
+
+
+def _full_float32_now() -> bool:
+    """Whether torch's float32 matrix products run in full float32 now (legacy and per-backend settings)."""
+    return _matmul_precision() == "highest" and all(m.fp32_precision in ("ieee", "none") for m in _fp32_precision_settings())
+
+
+def _matmul_precision() -> str | None:
+    """``torch.get_float32_matmul_precision()``, or ``None`` when per-backend settings were mixed in (it refuses then)."""
+    try:
+        return torch.get_float32_matmul_precision()
+    except RuntimeError:
+        return None
 
 
 class TorchBackend(Backend):

@@ -97,6 +97,27 @@ def _assign(vectors: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.
     return assignment, distance
 
 
+def member_distances(vectors: np.ndarray, centroids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Float64 canonical distance of each (cluster-ordered) row to the centroid of its cluster.
+
+    The same arithmetic as the layout's ``member_dist``; used to check a loaded layout against its vectors.
+
+    Examples
+    --------
+    >>> x = np.array([[0, 0], [3, 4], [10, 0]], np.float32)
+    >>> member_distances(x, np.array([[0, 0], [10, 1]], np.float32), np.array([0, 2, 3])).tolist()
+    [0.0, 5.0, 1.0]
+    """
+    out = np.empty(len(vectors), np.float64)
+    cluster = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    centroids64 = np.asarray(centroids, np.float64)
+    for start in range(0, len(vectors), _ASSIGN_CHUNK):
+        block = np.asarray(vectors[start : start + _ASSIGN_CHUNK], np.float64)
+        diff = block - centroids64[cluster[start : start + len(block)]]
+        out[start : start + len(block)] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    return out
+
+
 def cluster_rows(
     vectors: np.ndarray,
     n_clusters: int | None = None,

@@ -107,6 +107,23 @@ def row_norms(vectors: np.ndarray) -> np.ndarray:
     return out
 
 
+def same_up_to_float64_rounding(stored: np.ndarray, recomputed: np.ndarray, dim: int) -> np.ndarray:
+    """Per value: ``stored`` lies within the float64 rounding of a ``dim``-term distance of ``recomputed``.
+
+    Two evaluations of one canonical distance (or norm) in float64, summed in different orders, differ by
+    at most a relative ``(D + 4) 2**-53``; the tolerance is ``(D + 8) 2**-53``. NaN never agrees. Used to
+    check stored norms and cluster member distances against the vectors at load.
+
+    Examples
+    --------
+    >>> same_up_to_float64_rounding(np.array([5.0, 0.05, 0.0]), np.array([5.0, 5.0, 0.0]), 8).tolist()
+    [True, False, True]
+    """
+    recomputed = np.asarray(recomputed, np.float64)
+    tolerance = (dim + 8) * 2.0**-53 * np.abs(recomputed)
+    return np.abs(np.asarray(stored, np.float64) - recomputed) <= tolerance
+
+
 def pair_distances(queries: np.ndarray, refs: np.ndarray, query_index: np.ndarray, ref_index: np.ndarray) -> np.ndarray:
     """Canonical float64 distances of the pairs ``(queries[query_index[j]], refs[ref_index[j]])``.
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ import numpy as np
 
 from monai_pso.embed.base import Embedder
 from monai_pso.errors import ConfigurationError, FingerprintMismatchError, ImageValueError, IndexIntegrityError
-from monai_pso.index.backends import Backend, get_backend
+from monai_pso.index.backends import Backend, exact_arithmetic, get_backend
 from monai_pso.index.exact import check_finite_vectors
 from monai_pso.index.items import ItemQueries
 from monai_pso.index.search import STRATEGIES, AnyWithin, Queries, SearchState, ShardSearcher, TopK
@@ -31,8 +31,6 @@ from monai_pso.index.shard import Shard, ShardBuilder
 
 #: Queries searched together (bounds the ``(queries, clusters)`` arrays of pruned search).
 QUERY_CHUNK = 1024
-#: Rows hashed per block by :attr:`ReferenceIndex.fingerprint` (bounds memory on memory-mapped shards).
-HASH_ROWS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -82,8 +80,9 @@ class ReferenceIndex(ItemQueries):
     manifest
         The manifest the index was loaded from, if any.
     fingerprint
-        The content fingerprint when it is known but cannot be computed here (the one recorded in the
-        manifest, for an index loaded in part); default: computed from the rows when first asked for.
+        The content fingerprint when it is known (the one recorded in the manifest, checked by
+        :func:`~monai_pso.index.storage.read_index` against the shards' digests; needed for an index loaded
+        in part); default: computed from the shards' arrays when first asked for.
     """
 
     def __init__(
@@ -193,10 +192,13 @@ class ReferenceIndex(ItemQueries):
     def fingerprint(self) -> str:
         """sha256 of the index's content, computed once: what a threshold or a release belongs to.
 
-        Covers the embedder fingerprint, the dimension, the image shape, the item and patient ids and
-        every shard's rows and their items, so the same index in memory and saved and loaded again has
-        the same fingerprint, and any change to the rows changes it. Recorded in the manifest at save,
-        checked at load.
+        Covers the embedder fingerprint, the dimension, the image shape, the item and patient ids, each
+        shard's rows and row offset, and every array a search reads (:data:`~monai_pso.index.shard.SHARD_ARRAYS`:
+        vectors, row ids and items, norms, centroids, cluster offsets and member distances, the projection
+        and the projected rows), through their digests (:attr:`~monai_pso.index.shard.Shard.array_digests`,
+        recorded per shard in the manifest). So the same index in memory and saved and loaded again has
+        the same fingerprint, and any change to what a search reads changes it. Recorded in the manifest at
+        save, checked at load (also by a process loading only some shards: against the recorded digests).
 
         Examples
         --------
@@ -214,20 +216,27 @@ class ReferenceIndex(ItemQueries):
             raise IndexIntegrityError(
                 f"{self.source}: {self.n_rows} of {self.total_rows} rows are loaded and no fingerprint is recorded; load the whole index to fingerprint it"
             )
-        digest = hashlib.sha256()
+        return self.fingerprint_of_shards([{"rows": s.n_rows, "row_offset": s.row_offset, "arrays": s.array_digests} for s in self.shards])
+
+    def fingerprint_of_shards(self, shards: Sequence[Mapping[str, Any]]) -> str:
+        """The content fingerprint from a record per shard of the whole index: ``rows``, ``row_offset`` and
+        ``arrays`` (the :attr:`~monai_pso.index.shard.Shard.array_digests`), as the manifest lists them.
+
+        With the shards' own records it is :attr:`fingerprint`; with the manifest's, it lets a process that
+        loaded some shards (whose digests were checked against the manifest) check the recorded fingerprint.
+        """
         header = {
             "embedder": getattr(self.embedder, "fingerprint", None),
             "dim": int(self.dim),
             "image_shape": list(self.image_shape) if self.image_shape is not None else None,
             "item_ids": list(self.item_ids),
             "patient_ids": list(self.patient_ids),
-            "rows": [int(s.n_rows) for s in self.shards],
+            "rows": [int(s["rows"]) for s in shards],
+            "row_offsets": [int(s["row_offset"]) for s in shards],
         }
-        digest.update(json.dumps(header, sort_keys=True).encode())
-        for shard in self.shards:
-            for start in range(0, shard.n_rows, HASH_ROWS):
-                digest.update(np.ascontiguousarray(shard.vectors[start : start + HASH_ROWS], np.float32).tobytes())
-            digest.update(np.ascontiguousarray(shard.row_item, np.int64).tobytes())
+        digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+        for shard in shards:
+            digest.update(json.dumps(dict(shard["arrays"]), sort_keys=True).encode())
         return digest.hexdigest()
 
     def __repr__(self) -> str:
@@ -296,12 +305,13 @@ class ReferenceIndex(ItemQueries):
         if strategy not in STRATEGIES:
             raise ConfigurationError(f"strategy={strategy!r}: must be one of {STRATEGIES}")
         states = []
-        for start in range(0, len(queries), QUERY_CHUNK):
-            block = Queries.of(queries[start : start + QUERY_CHUNK])
-            state = make_state(len(block))
-            for searcher in self.searchers():
-                getattr(searcher, method)(block, state, strategy)
-            states.append(state)
+        with exact_arithmetic():  # the backends enter it on every call too; once here makes those entries free
+            for start in range(0, len(queries), QUERY_CHUNK):
+                block = Queries.of(queries[start : start + QUERY_CHUNK])
+                state = make_state(len(block))
+                for searcher in self.searchers():
+                    getattr(searcher, method)(block, state, strategy)
+                states.append(state)
         return states
 
     def nearest(self, queries: np.ndarray, k: int = 1, strategy: str = "auto") -> tuple[np.ndarray, np.ndarray]:

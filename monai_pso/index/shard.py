@@ -6,6 +6,16 @@ were added (image by image, tile by tile), but *stores* them cluster by cluster
 ``p``. Searches report global row numbers, so results do not depend on the clustering, on the sharding,
 or on which subset of shards a process (one member of a distributed group, one GPU) holds.
 
+Every array the search reads is checked at load. Each array's content digest
+(:attr:`Shard.array_digests`) is a leaf of the index's content fingerprint
+(:attr:`~monai_pso.index.ReferenceIndex.fingerprint`) and is recorded in the manifest, so an array edited
+after save is named even when the file sha256s were recomputed. The arrays derived from the vectors are
+also recomputed (:meth:`Shard.verify_derived`): the row norms (they enter the float32 error bound) and the
+distances of the rows to their cluster's centroid (whose maximum per cluster is the radius pruning relies
+on), so radii, norms, centroids and offsets that do not fit the vectors are refused even if every digest
+were rewritten. The projection filter's arrays are covered by the fingerprint (recomputing them costs a
+product with the projection matrix per row).
+
 Examples
 --------
 >>> rng = np.random.default_rng(0)
@@ -16,6 +26,8 @@ Examples
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -23,8 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from monai_pso.errors import ConfigurationError, IndexIntegrityError
-from monai_pso.index.clusters import cluster_rows
-from monai_pso.index.exact import row_norms
+from monai_pso.index.clusters import cluster_rows, member_distances
+from monai_pso.index.exact import row_norms, same_up_to_float64_rounding
 from monai_pso.index.projection import default_projection_dim, fit_projection, project, spectral_norm
 
 #: The arrays of a shard, each saved as ``<name>.npy``, with their dtypes.
@@ -39,6 +51,27 @@ SHARD_ARRAYS = {
     "projection": np.float32,
     "projected": np.float32,
 }
+
+#: Rows hashed per block by :func:`array_digest` (bounds memory on memory-mapped vectors).
+HASH_ROWS = 1 << 16
+
+
+def array_digest(name: str, array: np.ndarray) -> str:
+    """sha256 of an array's name, dtype, shape and bytes (C order), read in blocks of rows.
+
+    Examples
+    --------
+    >>> a = np.arange(6, dtype=np.int64)
+    >>> array_digest("offsets", a) == array_digest("offsets", a.copy()) != array_digest("offsets", a.reshape(2, 3))
+    True
+    """
+    dtype = np.dtype(SHARD_ARRAYS.get(name, array.dtype))
+    digest = hashlib.sha256(f"{name}:{dtype.str}:{tuple(int(n) for n in array.shape)}:".encode())
+    if array.ndim == 0:
+        digest.update(np.ascontiguousarray(array, dtype).tobytes())
+    for start in range(0, len(array) if array.ndim else 0, HASH_ROWS):
+        digest.update(np.ascontiguousarray(array[start : start + HASH_ROWS], dtype).tobytes())
+    return digest.hexdigest()
 
 
 @dataclass
@@ -125,6 +158,11 @@ class Shard:
         return int(len(self.offsets) - 1)
 
     @cached_property
+    def array_digests(self) -> dict[str, str]:
+        """:func:`array_digest` of every array of :data:`SHARD_ARRAYS`, by name (computed once)."""
+        return {name: array_digest(name, getattr(self, name)) for name in SHARD_ARRAYS}
+
+    @cached_property
     def radii(self) -> np.ndarray:
         """Float64 radius of each cluster: the largest member distance (the last, as they are sorted)."""
         return np.asarray(self.member_dist[self.offsets[1:] - 1], np.float64)
@@ -162,8 +200,13 @@ class Shard:
         return written
 
     @classmethod
-    def load(cls, directory: Path, row_offset: int, mmap: bool = True) -> Shard:
-        """Read a shard written by :meth:`save` (``vectors`` memory-mapped when ``mmap``) and check it."""
+    def load(cls, directory: Path, row_offset: int, mmap: bool = True, digests: Mapping[str, str] | None = None) -> Shard:
+        """Read a shard written by :meth:`save` (``vectors`` memory-mapped when ``mmap``) and check it.
+
+        Checks, each refusing with :class:`IndexIntegrityError` naming the array: dtypes and shapes
+        each array's content against ``digests`` (the :attr:`array_digests` recorded at save) when given,
+        shapes and layout (:meth:`validate`), and the derived arrays against the vectors (:meth:`verify_derived`).
+        """
         arrays = {}
         for name, dtype in SHARD_ARRAYS.items():
             path = directory / f"{name}.npy"
@@ -175,8 +218,39 @@ class Shard:
                 raise IndexIntegrityError(f"{path}: dtype {array.dtype}, expected {np.dtype(dtype)}")
             arrays[name] = array
         shard = cls(**arrays, row_offset=row_offset)
+        if digests is not None:
+            changed = [name for name in SHARD_ARRAYS if shard.array_digests[name] != digests.get(name)]
+            if changed:
+                names = ", ".join(str(directory / f"{name}.npy") for name in changed)
+                raise IndexIntegrityError(f"{names}: content differs from the digest recorded in the index fingerprint at save (modified after the index was written)")
         shard.validate(directory)
+        shard.verify_derived(directory)
         return shard
+
+    def verify_derived(self, location: Path | str) -> None:
+        """Raise :class:`IndexIntegrityError` unless the norms and member distances are those of the vectors.
+
+        ``norms`` must be the rows' norms and ``member_dist`` each row's distance to the centroid of its
+        cluster (``centroids``, ``offsets``), both to float64 rounding
+        (:func:`~monai_pso.index.exact.same_up_to_float64_rounding`): the float32 error bound and the
+        cluster radii of pruned search then hold for the vectors actually searched.
+        """
+        location = Path(location)
+        bad = np.flatnonzero(~same_up_to_float64_rounding(self.norms, row_norms(self.vectors), self.dim))
+        if len(bad):
+            raise IndexIntegrityError(
+                f"{location / 'norms.npy'}: {len(bad)} stored row norms (rows {bad[:5].tolist()}) differ from the norms of "
+                f"{location / 'vectors.npy'} (modified after the index was written)"
+            )
+        recomputed = member_distances(self.vectors, self.centroids, self.offsets)
+        bad = np.flatnonzero(~same_up_to_float64_rounding(self.member_dist, recomputed, self.dim))
+        if len(bad):
+            clusters = np.unique(np.searchsorted(self.offsets, bad, side="right") - 1)
+            raise IndexIntegrityError(
+                f"{location / 'member_dist.npy'}: {len(bad)} member distances (so the radii of clusters {clusters[:5].tolist()}) differ "
+                f"from the distances of the rows of vectors.npy to their centroids in centroids.npy, clusters as in offsets.npy "
+                "(one of these was modified after the index was written)"
+            )
 
     def validate(self, location: Path | str) -> None:
         """Raise :class:`IndexIntegrityError` when the arrays do not fit together."""
@@ -197,7 +271,7 @@ class Shard:
             steps = np.diff(np.asarray(self.member_dist))
             steps[self.offsets[1:-1] - 1] = 0.0
             if np.any(steps < 0) or not np.isfinite(self.member_dist).all():
-                problems.append("member distances are not sorted within clusters")
+                problems.append("member distances (member_dist.npy) are not sorted within the clusters of offsets.npy")
         m = self.projection.shape[1] if self.projection.ndim == 2 else -1
         if self.projection.shape != (self.vectors.shape[1], m) or self.projected.shape != (n, m):
             problems.append(f"projection {self.projection.shape} and projected {self.projected.shape} do not fit")

@@ -8,7 +8,9 @@ Layout::
                               sha256 of every file
       items.json              {"item_ids": [...], "patient_ids": [...]}
       shard-00000/            vectors.npy row_id.npy row_item.npy norms.npy centroids.npy offsets.npy
-                              member_dist.npy   (see monai_pso.index.shard.SHARD_ARRAYS)
+                              member_dist.npy projection.npy projected.npy
+                              (see monai_pso.index.shard.SHARD_ARRAYS; the manifest lists each shard's
+                              rows, row offset and the content digest of every array)
       shard-00001/ ...
       ledger.jsonl, ...       files kept beside the index, e.g. the release ledger (monai_pso.release.ledger)
 
@@ -19,8 +21,11 @@ releases made against it) is not replaced unless ``keep_ledger=True``, which car
 new index (the folder lock, :func:`~monai_pso.io.folder_lock`, is held meanwhile, so no ledger append is
 lost): the record of what was released from these patients is never dropped by a rebuild.
 Reading verifies the sha256 of every file it uses (:class:`IndexIntegrityError` naming the file), the
-content fingerprint of a whole index against the one recorded at save and, given an embedder, its
-fingerprint (:class:`FingerprintMismatchError` naming both).
+content digest of every array of every shard it loads against the manifest's (naming the array), the
+norms and cluster member distances (hence the radii) against the vectors, the content fingerprint (built
+from those digests, so it covers every array a search reads) against the one recorded at save and, given
+an embedder, its fingerprint (:class:`FingerprintMismatchError` naming both). An index saved before the
+manifest recorded array digests is refused: build it again.
 
 Examples
 --------
@@ -95,7 +100,7 @@ def _manifest(index: ReferenceIndex, files: dict[str, str]) -> dict[str, Any]:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "package_version": __version__,
         "shards": [
-            {"name": shard_folder(i), "rows": s.n_rows, "row_offset": s.row_offset, "clusters": s.n_clusters}
+            {"name": shard_folder(i), "rows": s.n_rows, "row_offset": s.row_offset, "clusters": s.n_clusters, "arrays": s.array_digests}
             for i, s in enumerate(index.shards)
         ],
         "files": files,
@@ -207,19 +212,23 @@ def read_index(
     numbers = range(len(entries)) if shards is None else sorted(set(int(n) for n in shards))
     if any(not 0 <= n < len(entries) for n in numbers):
         raise IndexIntegrityError(f"{folder}: holds {len(entries)} shards, asked for {list(numbers)}")
+    if any(not isinstance(entry.get("arrays"), dict) for entry in entries):
+        raise IndexIntegrityError(
+            f"{folder / MANIFEST_NAME}: records no content digests of the shard arrays (saved by an older monai-pso, whose "
+            "fingerprint did not cover the arrays a search reads); build the index again (monai-pso index build / guard build)"
+        )
     items = read_json(_verify(folder, manifest, ITEMS_NAME), IndexIntegrityError, "index items")
     loaded = []
     for number in numbers:
         entry = entries[number]
         for name in SHARD_ARRAYS:
             _verify(folder, manifest, f"{entry['name']}/{name}.npy")
-        shard = Shard.load(folder / entry["name"], int(entry["row_offset"]), mmap=mmap)
+        shard = Shard.load(folder / entry["name"], int(entry["row_offset"]), mmap=mmap, digests=entry["arrays"])
         if shard.n_rows != entry["rows"] or shard.dim != manifest["dim"]:
             raise IndexIntegrityError(f"{folder / entry['name']}: {shard.n_rows} rows of dimension {shard.dim}, manifest says {entry['rows']} of {manifest['dim']}")
         loaded.append(shard)
     info = manifest.get("embedder")
-    whole = len(loaded) == len(entries)
-    recorded = manifest.get("fingerprint")  # absent from indexes saved before it was recorded: then computed when asked
+    recorded = manifest.get("fingerprint")  # absent: computed from the content when asked (whole index only)
     index = ReferenceIndex(
         loaded,
         items["item_ids"],
@@ -230,8 +239,11 @@ def read_index(
         backend=backend,
         total_rows=manifest["counts"]["rows"],
         manifest=manifest,
-        fingerprint=None if whole else recorded,
+        fingerprint=recorded,
     )
-    if whole and recorded is not None and index.fingerprint != recorded:
-        raise IndexIntegrityError(f"{folder / MANIFEST_NAME}: the index's content has fingerprint {index.fingerprint[:16]}, the manifest records {recorded[:16]}")
+    if recorded is not None:
+        # the loaded shards' digests equal the manifest's (checked above), so this is their content's fingerprint
+        content = index.fingerprint_of_shards(entries)
+        if content != recorded:
+            raise IndexIntegrityError(f"{folder / MANIFEST_NAME}: the index's content has fingerprint {content[:16]}, the manifest records {recorded[:16]}")
     return index

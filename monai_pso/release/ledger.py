@@ -8,7 +8,7 @@ Files in ``INDEX_DIR``::
 
     ledger.jsonl      one JSON object per line, one line per release, oldest first
     ledger.head.json  {"entries": n, "hash": <hash of entry n>}: detects entries cut off the end
-    .lock             taken (monai_pso.io.folder_lock) while an entry is appended
+    ../.NAME.lock     beside the index folder: taken (monai_pso.io.folder_lock) while an entry is appended
 
 An entry holds ``seq`` (1, 2, ...), ``time`` (UTC, ISO 8601), ``command`` (``gate`` or ``generate``),
 ``release_path`` (absolute), ``files`` (relative path -> sha256 of each released file),

@@ -200,7 +200,7 @@ def test_appends_waiting_while_the_index_is_rebuilt_are_all_kept(tmp_path, monke
     newer, _ = random_index(seed=5, shard_rows=450)
     fsync, verify = storage._fsync_files, ledger.verify_ledger
     monkeypatch.setattr(storage, "_fsync_files", lambda paths: (time.sleep(0.4), fsync(paths)))  # widen the windows
-    monkeypatch.setattr(ledger, "verify_ledger", lambda d: (entries := verify(d), time.sleep(0.4))[0])
+    monkeypatch.setattr(ledger, "verify_ledger", lambda d: (verify(d), time.sleep(0.4))[0])
 
     rebuild = threading.Thread(target=lambda: newer.save(folder, keep_ledger=True))
     rebuild.start()

@@ -18,7 +18,8 @@ from monai_pso.index import build_index
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SOURCE = "phantom:2d?patients=16&acquisitions=3&size=32&seed=3"
+#: 12 held-out patients with three re-scan-like images each: enough to show that tau_same means something (AUC criterion).
+SOURCE = "phantom:2d?patients=30&acquisitions=3&size=32&seed=3&ratios=0.5,0.4,0.1"
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,7 @@ def test_parts_follow_their_definitions(calibrated):
     same = np.concatenate([same_patient_distances(embedder, source.split(s), views, progress=False).values for s in ("val", "train")])
     assert threshold.same is not None and threshold.same.value == pytest.approx(np.percentile(same, 95))
     assert threshold.same.n_images == len(same)  # holdout and training patients with >= 2 images
+    assert threshold.same_applied and threshold.applied_rule == "max"  # the phantom's AUC criterion holds (tests/test_calibration_meaning.py)
     assert threshold.value == max(threshold.holdout.value, threshold.same.value)
     assert threshold.utility_cost == pytest.approx(np.mean(held.values < threshold.value))
     for part in (threshold.holdout, threshold.same):

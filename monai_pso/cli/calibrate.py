@@ -33,6 +33,12 @@ def _float_list(text: str | None) -> tuple[float, ...] | None:
 @click.option("--rotations", default=None, help="Query views: turns in degrees, comma-separated [default: -5,-2.5,2.5,5 in 2D; none for tiles or 3D].")
 @click.option("--training", default=None, help="SOURCE of the training images for same-patient pairs [default: the index's source].")
 @click.option("--embedder-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None, help="The saved embedder that built the index (reid / latent).")
+@click.option("--min-same-auc", default=0.7, show_default=True, type=click.FloatRange(0, 1),
+    help="tau_same counts only when the same- vs different-patient AUC reaches this (interval lower end > 0.5, >= 10 held-out patients with repeats).")
+@click.option("--ignore-same-auc", is_flag=True, help="Apply tau_same whatever its AUC (not recommended).")
+@click.option("--max-utility-cost", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+    help="A tau refusing more than this share of held-out real images is an error.")
+@click.option("--accept-utility-cost", is_flag=True, help="Accept a utility cost above --max-utility-cost (recorded in the threshold).")
 @click.option("--n-bootstrap", default=1000, show_default=True, type=click.IntRange(min=1), help="Patient bootstrap replicates.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Bootstrap seed.")
 @threads_option
@@ -50,13 +56,20 @@ def calibrate(
     rotations: str | None,
     training: str | None,
     embedder_dir: Path | None,
+    min_same_auc: float,
+    ignore_same_auc: bool,
+    max_utility_cost: float,
+    accept_utility_cost: bool,
     n_bootstrap: int,
     seed: int,
     threads: int,
 ) -> None:
     """Calibrate tau for the index in INDEX_DIR on held-out patients and write it to OUT.
 
-    Prints tau, its two parts with bootstrap intervals, and the share of held-out real images tau rejects.
+    Prints tau, its two parts with bootstrap intervals, the same- vs different-patient AUC (whether
+    tau_same is meaningful in this embedding, and so applied) and the share of held-out real images tau
+    rejects (the utility cost). A utility cost above --max-utility-cost is an error unless
+    --accept-utility-cost is given.
     """
     from monai_pso.calibrate import calibrate_threshold
     from monai_pso.embed.registry import resolve_embedder
@@ -84,6 +97,9 @@ def calibrate(
             training=training,
             near_duplicate_factor=None if keep_near_duplicates else near_duplicate_factor,
             views=views,
+            min_same_auc=None if ignore_same_auc else min_same_auc,
+            max_utility_cost=max_utility_cost,
+            accept_utility_cost=accept_utility_cost,
         )
     threshold.save(out)
     click.echo(threshold.describe())

@@ -90,6 +90,14 @@ class _Gate:
                 self._audit.write(**decision, item=item, draws=1)
         return decisions
 
+    def outcome(self, decision: dict[str, Any], item: str, value: Any) -> Any:
+        """What the transform returns: ``value`` when released (or flagged), else ``None`` or the ``raise`` mode's error."""
+        if decision["released"] or self.mode == "flag":
+            return value
+        if self.mode == "raise":
+            self.refuse(decision, item)
+        return None
+
     def refuse(self, decision: dict[str, Any], item: str) -> None:
         """``raise`` mode: the error for a rejected item."""
         raise PrivacyViolationError(
@@ -146,12 +154,7 @@ class PrivacyGate(Transform):
     def __call__(self, img: Any) -> MetaTensor | None:
         image = _as_meta_image(img)
         item = str(image.meta.get("filename_or_obj", ""))
-        decision = self.gate.decide([image], item)[0]
-        if decision["released"] or self.gate.mode == "flag":
-            return image
-        if self.gate.mode == "raise":
-            self.gate.refuse(decision, item)
-        return None
+        return self.gate.outcome(self.gate.decide([image], item)[0], item, image)
 
 
 class PrivacyGated(MapTransform):
@@ -213,11 +216,7 @@ class PrivacyGated(MapTransform):
         item = str(d.get(self.id_key, ""))
         decision = _deciding(self.gate.decide([d[key] for key in keys], item))
         d.update(_decision_meta(decision), privacy_decision=decision)
-        if decision["released"] or self.gate.mode == "flag":
-            return d
-        if self.gate.mode == "raise":
-            self.gate.refuse(decision, item)
-        return None
+        return self.gate.outcome(decision, item, d)
 
 
 def is_released(item: Any) -> bool:

@@ -371,8 +371,8 @@ class ReleaseBuilder:
         write_text_atomically(path, "\n".join(lines) + "\n")
         path.chmod(0o600)
 
-    def _summary(self, rows: list[dict[str, Any]], counts: dict[str, int], generation: Mapping[str, Any] | None) -> dict[str, Any]:
-        taus = self.checker.taus
+    def _header(self) -> dict[str, Any]:
+        """The fields the summary and the manifest open with."""
         return {
             "format": layout.RELEASE_FORMAT,
             "release_id": self.release_id,
@@ -380,6 +380,12 @@ class ReleaseBuilder:
             "package_version": __version__,
             "command": self.command,
             "source": self.source,
+        }
+
+    def _summary(self, rows: list[dict[str, Any]], counts: dict[str, int], generation: Mapping[str, Any] | None) -> dict[str, Any]:
+        taus = self.checker.taus
+        return {
+            **self._header(),
             "counts": counts,
             "released_share": counts["released"] / counts["requested"] if counts["requested"] else 0.0,
             "checks": self.checker.provenance(),
@@ -391,13 +397,8 @@ class ReleaseBuilder:
     def _manifest(self, counts: dict[str, int], files: list[dict[str, str]], items: list[dict[str, Any]]) -> dict[str, Any]:
         primary = self.checker.checks[0]
         return {
-            "format": layout.RELEASE_FORMAT,
-            "release_id": self.release_id,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "package_version": __version__,
-            "command": self.command,
+            **self._header(),
             "image_format": self.fmt,
-            "source": self.source,
             "threshold": primary.tau,
             "index_fingerprint": primary.index_fingerprint,
             "embedder_fingerprint": primary.embedder_fingerprint,

@@ -260,6 +260,6 @@ def test_rebuilding_an_index_never_drops_its_release_ledger(tmp_path):
     newer.save(folder, keep_ledger=True)
     assert {name: (folder / name).read_bytes() for name in LEDGER_FILES} == ledger
     assert_same(answers(newer, queries), answers(ReferenceIndex.load(folder), queries))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["index"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".index.lock", "index"]  # no staging folder left; the lock lies beside
     append_entry(folder, {"command": "gate", "release_path": "/releases/r2"})
     assert [e.release_path for e in verify_ledger(folder)] == ["/releases/r1", "/releases/r2"]

@@ -13,14 +13,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from monai.bundle import ConfigParser, run
 
 from monai_pso.cli.main import main
-from monai_pso.data import load_source
-from monai_pso.downstream.guard_check import verify_no_image_within
-from monai_pso.downstream.study import StudyConfig, run_study
-from monai_pso.downstream.synthetic import GeneratedSynthetic, ReleaseSynthetic, StandInSynthetic
+from monai_pso.data import ImageRecord, load_image, load_source
+from monai_pso.downstream.guard_check import nearest_training_distances, recheck_with_guard, verify_no_image_within
+from monai_pso.downstream.study import StudyConfig, _verify, run_study
+from monai_pso.downstream.synthetic import GeneratedSynthetic, ReleaseSynthetic, StandInSynthetic, SyntheticSet
+from monai_pso.embed.views import translate
+from monai_pso.guard import build_guard
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -54,6 +57,34 @@ def test_brute_force_check_counts_a_copied_training_image():
     synthetic = np.concatenate([rng.random((3, 1, 8, 8)), train[2:3] + 1e-4])
     out = verify_no_image_within(synthetic, train, tau=0.05, item_ids=["a", "b", "c", "copy"])
     assert out["violations"] == 1 and out["violating_items"] == ["copy"]
+
+
+def test_recheck_uses_the_guards_checks_and_views_and_finds_a_planted_shifted_copy(tmp_path):
+    """A training image shifted by one pixel each way (undone by the guard's views) is within tau of its source:
+    the re-check with the guard's own checks and views reports it; measured without the views it would pass."""
+    source = load_source(DATA)
+    checker = build_guard(source, tmp_path / "guard", n_bootstrap=20, progress=False)
+    train = source.split("train")
+    training = np.stack([load_image(r) for r in train])
+    candidates = np.stack([load_image(r) for r in load_source("phantom:2d?patients=20&acquisitions=2&size=16&seed=5")])
+    released = candidates[checker.decide(candidates).released][:6]
+    assert len(released) >= 3
+    shifted = translate(torch.from_numpy(training[3:4]), (1, -1)).numpy()
+    assert not checker.decide(shifted).released[0]
+    images = np.concatenate([released, shifted])
+    ids = [f"released-{i}" for i in range(len(released))] + ["planted"]
+    for check in checker.checks:  # the brute force agrees with the guard's own (indexed) measurement
+        np.testing.assert_allclose(nearest_training_distances(images, training, check.embedder, views=check.threshold.views), check.measure(images)[0], atol=1e-6)
+    pixel = checker.checks[0]
+    assert nearest_training_distances(shifted, training, pixel.embedder)[0] >= pixel.tau  # without the views: not found
+    records = [ImageRecord(item, item, image, split="train", normalize="none") for item, image in zip(ids, images)]
+    synthetic = SyntheticSet(records, pixel.tau, "released + planted", checks=list(checker.checks))
+    result = _verify(None, synthetic, [{"item_id": item} for item in ids], train, None)
+    assert result["violations"] == 1 and result["violating_items"] == ["planted"]
+    assert set(result["checks"]) == {"pixel", "pixel-tiles"} and all(c["violating_items"] == ["planted"] for c in result["checks"].values())
+    assert result["checks"]["pixel"]["query_views"] == pixel.threshold.query_views and result["checks"]["pixel"]["n_index_items"] == len(train)
+    clean = recheck_with_guard(released, training, checker)
+    assert clean["violations"] == 0 and clean["min_distance"] >= pixel.tau
 
 
 #: Tiny generator networks (hidden ``--set`` overrides of the ldm bundle): the pipeline, not image quality.

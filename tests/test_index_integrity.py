@@ -123,6 +123,27 @@ def test_float32_matmul_precision_settings_of_the_caller_change_no_answer():
         np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
 
 
+def test_the_guard_measures_the_same_distances_inside_autocast():
+    """Query embedding and search (what the guard and calibration call) and index building, under autocast."""
+    from monai_pso.embed.pixel import PixelEmbedder
+    from monai_pso.embed.views import QueryViews
+    from monai_pso.index import build_index
+    from monai_pso.index.query import nearest_training_items
+
+    source = "phantom:2d?patients=4&acquisitions=2&size=16&seed=2"
+    embedder = PixelEmbedder(tiles=3)
+    views = QueryViews(max_shift=1, rotations=(2.5,))
+    images = np.random.default_rng(0).random((3, 1, 16, 16)).astype(np.float32)
+    index = build_index(source, embedder, progress=False)
+    expected = nearest_training_items(index, embedder, images, views)
+    for dtype in autocast_dtypes():
+        with torch.autocast("cpu", dtype=dtype):
+            assert build_index(source, embedder, progress=False).fingerprint == index.fingerprint
+            found = nearest_training_items(index, embedder, images, views)
+        np.testing.assert_array_equal(found.distance, expected.distance, err_msg=str(dtype))
+        np.testing.assert_array_equal(found.row, expected.row, err_msg=str(dtype))
+
+
 class HalfPrecisionBackend(NumpyBackend):
     """A faulty backend: its k-NN distances come back in float16."""
 

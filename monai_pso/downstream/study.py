@@ -20,7 +20,7 @@ import torch
 from monai.utils import set_determinism
 
 from monai_pso.data import DataSource, load_image, load_source
-from monai_pso.downstream.guard_check import verify_no_image_within
+from monai_pso.downstream.guard_check import recheck_with_guard, verify_no_image_within
 from monai_pso.downstream.synthetic import SyntheticProvider, SyntheticSet
 from monai_pso.downstream.tasks import DownstreamTask, make_task
 from monai_pso.downstream.training import evaluate, make_dataset, make_trainer, materialize
@@ -61,18 +61,18 @@ class StudyConfig:
 def _verify(task: DownstreamTask, synthetic: SyntheticSet, synthetic_list: list[dict[str, Any]], train: DataSource, embedder: Any | None) -> dict[str, Any]:
     """Brute-force re-check of the synthetic set against every training image.
 
-    When the provider says which checks certified the set, each is re-run on the images as stored
-    (the guard's embedder and tau); the first check's result is reported with the total of violations.
-    Otherwise the images as the task loads them are compared with ``embedder`` (or RMS pixel difference).
+    When the provider says which checks certified the set, each is re-run on the images as stored, as
+    the guard measures it (its embedder, its threshold's query views and tau, the training images
+    re-embedded; :func:`~monai_pso.downstream.guard_check.recheck_with_guard`); ``violations`` counts
+    the images within tau in any check. Otherwise the images as the task loads them are compared with
+    ``embedder`` (or RMS pixel difference), without query views.
     """
     item_ids = [entry["item_id"] for entry in synthetic_list]
     if not synthetic.checks:
         return verify_no_image_within(task.load_images(synthetic_list), task.load_images(train.datalist()), synthetic.tau, embedder, item_ids)
     synthetic_images = np.stack([load_image(record) for record in synthetic.records])
     training_images = np.stack([load_image(record) for record in train])
-    per_check = {check.name: verify_no_image_within(synthetic_images, training_images, check.tau, check.embedder, item_ids) for check in synthetic.checks}
-    primary = per_check[synthetic.checks[0].name]
-    return primary | {"violations": sum(result["violations"] for result in per_check.values()), "checks": per_check}
+    return recheck_with_guard(synthetic_images, training_images, synthetic.checks, item_ids)
 
 
 def _train_arm(task: DownstreamTask, datalist: list[dict[str, Any]], config: StudyConfig) -> torch.nn.Module:

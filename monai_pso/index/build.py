@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from monai_pso.embed.base import Embedder, Embedding
 from monai_pso.errors import ConfigurationError, ImageValueError, IndexIntegrityError
-from monai_pso.index.backends import Backend
+from monai_pso.index.backends import Backend, exact_arithmetic
 from monai_pso.index.exact import check_finite_vectors
 from monai_pso.index.reference import EmbedderInfo, ReferenceIndex
 from monai_pso.index.shard import ShardBuilder
@@ -129,7 +129,9 @@ def build_index(
             for record in batch:
                 images.append(load_image(record))
                 check_shape(record, images[-1])
-            rows, owner = _embedding_rows(embedder.embed(np.stack(images)), batch, chosen.description)
+            with exact_arithmetic():  # full float32 whatever autocast the caller runs in (as the query side)
+                embedding = embedder.embed(np.stack(images))
+            rows, owner = _embedding_rows(embedding, batch, chosen.description)
             if dim is not None and rows.shape[1] != dim:
                 raise ImageValueError(f"{chosen.description}: the embedder changed dimension from {dim} to {rows.shape[1]}")
             dim = rows.shape[1]

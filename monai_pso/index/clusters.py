@@ -111,8 +111,9 @@ def member_distances(vectors: np.ndarray, centroids: np.ndarray, offsets: np.nda
     out = np.empty(len(vectors), np.float64)
     cluster = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
     centroids64 = np.asarray(centroids, np.float64)
-    for start in range(0, len(vectors), _ASSIGN_CHUNK):
-        block = np.asarray(vectors[start : start + _ASSIGN_CHUNK], np.float64)
+    step = max(1, (1 << 22) // max(1, vectors.shape[1]))  # two (step, D) float64 temporaries of 32 MiB
+    for start in range(0, len(vectors), step):
+        block = np.asarray(vectors[start : start + step], np.float64)
         diff = block - centroids64[cluster[start : start + len(block)]]
         out[start : start + len(block)] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
     return out

@@ -7,6 +7,10 @@ them silently, so the distance would belong to another image than the one releas
 or dimensionality the index was not built for, an embedder other than the index's, and a non-finite
 or missing distance in the answer.
 
+The query side is embedded inside :func:`~monai_pso.index.backends.exact_arithmetic` (torch autocast off,
+full float32 products), as the reference side is by :func:`~monai_pso.index.build_index`: a caller's
+autocast region (a mixed-precision sampling loop) changes neither the embedding nor the distance.
+
 Examples
 --------
 >>> from monai_pso.embed.pixel import PixelEmbedder
@@ -28,6 +32,7 @@ import torch
 from monai_pso.embed.base import Embedder
 from monai_pso.embed.views import QueryViews
 from monai_pso.errors import ImageValueError, IndexIntegrityError
+from monai_pso.index.backends import exact_arithmetic
 from monai_pso.index.items import NearestItems
 
 
@@ -83,7 +88,7 @@ def nearest_training_items(index: Any, embedder: Embedder, images: torch.Tensor 
         The index returned no finite distance for some image.
     """
     batch = check_image_batch(images, index)
-    with torch.no_grad():
+    with torch.no_grad(), exact_arithmetic():  # the embedding the threshold was calibrated in, whatever autocast is on
         embedding = (views or QueryViews()).embed(embedder, torch.from_numpy(batch))
     found = index.nearest_items(embedding)
     distance = np.asarray(found.distance, dtype=np.float64)

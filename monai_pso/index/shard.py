@@ -70,7 +70,7 @@ def array_digest(name: str, array: np.ndarray) -> str:
     if array.ndim == 0:
         digest.update(np.ascontiguousarray(array, dtype).tobytes())
     for start in range(0, len(array) if array.ndim else 0, HASH_ROWS):
-        digest.update(np.ascontiguousarray(array[start : start + HASH_ROWS], dtype).tobytes())
+        digest.update(np.ascontiguousarray(array[start : start + HASH_ROWS], dtype).reshape(-1).view(np.uint8))  # no copy
     return digest.hexdigest()
 
 
@@ -203,9 +203,9 @@ class Shard:
     def load(cls, directory: Path, row_offset: int, mmap: bool = True, digests: Mapping[str, str] | None = None) -> Shard:
         """Read a shard written by :meth:`save` (``vectors`` memory-mapped when ``mmap``) and check it.
 
-        Checks, each refusing with :class:`IndexIntegrityError` naming the array: dtypes and shapes
-        each array's content against ``digests`` (the :attr:`array_digests` recorded at save) when given,
-        shapes and layout (:meth:`validate`), and the derived arrays against the vectors (:meth:`verify_derived`).
+        Checks, each refusing with :class:`IndexIntegrityError` naming the array: dtypes, each array's
+        content against ``digests`` (the :attr:`array_digests` recorded at save) when given, shapes and
+        layout (:meth:`validate`), and the derived arrays against the vectors (:meth:`verify_derived`).
         """
         arrays = {}
         for name, dtype in SHARD_ARRAYS.items():

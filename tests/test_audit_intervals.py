@@ -7,7 +7,6 @@ import pytest
 from scipy.stats import binomtest, norm
 from sklearn.metrics import roc_auc_score
 
-from monai_pso.audit.dcr import dcr_holdout_test
 from monai_pso.audit.intervals import Rate, Risk, z_value
 from monai_pso.audit.membership import membership_signal, rank_auc
 from monai_pso.errors import ConfigurationError
@@ -59,15 +58,6 @@ def test_risk_is_anonymeters_residual():
     worse = Risk.from_rates(Rate(2, 100), Rate(25, 100))
     assert worse.residual + worse.error < 0  # Anonymeter's upper bound would be 0
     assert worse.value == 0.0 and worse.ci == (0.0, pytest.approx(worse.error))
-
-
-def test_dcr_counts_ties_half_and_rounds_them_down_in_the_test():
-    to_train = np.array([0.0, 0.0, 0.0, 1.0, 2.0, 3.0])
-    to_holdout = np.array([0.0, 0.0, 0.0, 2.0, 1.0, 1.0])
-    result = dcr_holdout_test(to_train, to_holdout)
-    assert (result.closer, result.ties, result.farther) == (1, 3, 2)
-    assert result.share.value == pytest.approx(2.5 / 6)
-    assert result.p_value == pytest.approx(binomtest(2, 6, 0.5, alternative="greater").pvalue)
 
 
 @pytest.mark.parametrize("confidence", [0.0, 1.0, 95])

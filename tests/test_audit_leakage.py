@@ -58,7 +58,7 @@ def phantom_results(phantom_cohorts):
 
 def assert_leak_found(result):
     report = result.to_dict()
-    assert report["dcr_p_value"] < 0.05 and report["dcr_share_ci"][0] > 0.5
+    assert report["dcr_p_value"] < 0.05 and report["dcr_auc_ci"][0] > 0.5 and report["dcr_close_share_ci"][0] > report["dcr"]["null_share"]
     assert report["singling_out_risk_ci"][0] > 0.0
     assert report["membership_auc_ci"][0] > 0.5
     closest = [row for row in report["copy_rate"] if row["level"].startswith("0.1 x")][0]
@@ -79,7 +79,8 @@ def assert_nothing_found(result):
 def test_phantom_copy_release_leaks(phantom_results):
     copy, _ = phantom_results
     assert_leak_found(copy)
-    assert copy.counts["dcr_patients_per_side"] == copy.counts["holdout_patients"]
+    assert copy.counts["dcr_holdout_images"] == copy.counts["holdout_patients"]  # one image per holdout patient
+    assert copy.counts["dcr_training_images"] == copy.counts["training_images"]  # the full training set
     assert copy.counts["singling_out_patients_per_side"] == copy.counts["control_patients"]
     assert copy.nearest_pairs[0].distance <= copy.nearest_pairs[-1].distance
     assert copy.nearest_pairs[0].released.item_id == f"synthetic-{copy.nearest_pairs[0].training.item_id}"

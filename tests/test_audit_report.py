@@ -23,7 +23,7 @@ from monai_pso.release.ledger import LEDGER_FILE, append_release
 
 SOURCE = "phantom:2d?patients=60&acquisitions=2&size=32&ratios=0.5,0.25,0.25"
 REQUIRED_KEYS = {
-    "dcr_share", "dcr_share_ci", "dcr_p_value", "singling_out_risk", "singling_out_risk_ci",
+    "dcr_auc", "dcr_auc_ci", "dcr_close_share", "dcr_close_share_ci", "dcr_p_value", "singling_out_risk", "singling_out_risk_ci",
     "membership_auc", "membership_auc_ci", "copy_rate", "counts", "fingerprints", "conclusion",
 }  # fmt: skip
 

@@ -27,15 +27,15 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def distance_histogram(to_training: np.ndarray, to_holdout: np.ndarray, bins: int = 30) -> bytes:
-    """Released images' distances to the (size-matched) training patients and to the holdout."""
+def distance_histogram(released: np.ndarray, holdout: np.ndarray, bins: int = 30) -> bytes:
+    """Released and holdout images' distances to the nearest image of the full training set (DCR test)."""
     figure = Figure(figsize=(6.4, 3.6), dpi=100)
     axes = figure.add_subplot()
-    top = float(max(np.max(to_training), np.max(to_holdout), 1e-12))
-    axes.hist(to_training, bins=bins, range=(0, top), alpha=0.6, label="to the nearest training image", color="tab:red")
-    axes.hist(to_holdout, bins=bins, range=(0, top), alpha=0.6, label="to the nearest holdout image", color="tab:blue")
-    axes.set_xlabel("distance from a released image")
-    axes.set_ylabel("released images")
+    top = float(max(np.max(released), np.max(holdout), 1e-12))
+    axes.hist(released, bins=bins, range=(0, top), alpha=0.6, density=True, label="released images", color="tab:red")
+    axes.hist(holdout, bins=bins, range=(0, top), alpha=0.6, density=True, label="holdout images (unseen patients)", color="tab:blue")
+    axes.set_xlabel("distance to the nearest training image")
+    axes.set_ylabel("density")
     axes.set_title("Distance to closest record (DCR)")
     axes.legend()
     return _png(figure)

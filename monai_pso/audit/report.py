@@ -28,7 +28,7 @@ from monai_pso.audit.runner import AuditResult
 from monai_pso.errors import DataSourceError
 from monai_pso.io import staged_folder
 
-REPORT_FORMAT = "monai-pso-audit/1"
+REPORT_FORMAT = "monai-pso-audit/2"  # 2: DCR against the full training set (dcr_auc, dcr_close_share replace dcr_share)
 
 
 def _ci(bounds: Sequence[float]) -> str:
@@ -38,9 +38,16 @@ def _ci(bounds: Sequence[float]) -> str:
 def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str, str, str, str]]:
     """(test, estimate, interval, p-value, what "no leakage" looks like) for the headline table."""
     level = f"{100 * report['confidence']:g}%"
-    so = report["singling_out"]
+    so, dcr = report["singling_out"], report["dcr"]
     return [
-        ("DCR share closer to training", f"{report['dcr_share']:.3f}", f"{level}: {_ci(report['dcr_share_ci'])}", f"{report['dcr_p_value']:.3g}", "0.5"),
+        ("DCR: released nearer training than holdout (AUC)", f"{report['dcr_auc']:.3f}", f"{level}: {_ci(report['dcr_auc_ci'])}", f"{report['dcr_p_value']:.3g}", "0.5"),
+        (
+            f"- released closer than the holdout's {100 * dcr['quantile']:g}th-percentile DCR",
+            f"{report['dcr_close_share']:.3f}",
+            f"{level}: {_ci(report['dcr_close_share_ci'])}",
+            "",
+            f"{dcr['null_share']:.3f}",
+        ),
         ("Singling-out risk", f"{report['singling_out_risk']:.3f}", f"{level}: {_ci(report['singling_out_risk_ci'])}", "", "0"),
         ("- attack rate (training patients)", f"{so['attack_rate']['value']:.3f}", f"{level}: {_ci(so['attack_rate']['ci'])}", "", "= control rate"),
         ("- control rate (control patients)", f"{so['control_rate']['value']:.3f}", f"{level}: {_ci(so['control_rate']['ci'])}", "", ""),
@@ -130,10 +137,10 @@ def render_html(report: Mapping[str, Any], result: AuditResult) -> str:
     so = result.singling_out
     images = [
         _img(
-            figures.distance_histogram(result.to_training, result.to_holdout),
+            figures.distance_histogram(result.released_to_training, result.holdout_to_training),
             "DCR histogram",
-            "Distances from each released image to the nearest training image (a subsample with as many patients as the holdout) "
-            "and to the nearest holdout image. Without leakage the two histograms overlap.",
+            "Distance to the nearest image of the full training set, from each released image and from each holdout image "
+            "(one per holdout patient). Without leakage the two histograms overlap; copies pile up at 0.",
         ),
         _img(
             figures.singling_out_figure((so.attack.value, so.attack.ci), (so.control.value, so.control.ci), so.risk.value, so.risk.ci),

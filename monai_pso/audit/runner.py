@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from monai_pso.audit.cohorts import check_disjoint, size_matched
+from monai_pso.audit.cohorts import check_disjoint
 from monai_pso.audit.copy_rate import DEFAULT_FRACTIONS, CopyRateRow, copy_levels, copy_rate_table
-from monai_pso.audit.dcr import DcrResult, dcr_holdout_test
+from monai_pso.audit.dcr import DEFAULT_QUANTILE as DCR_QUANTILE
+from monai_pso.audit.dcr import DcrResult, dcr_test
 from monai_pso.audit.distances import EmbeddedImages, Nearest, embed_records, nearest, patient_minimum
 from monai_pso.audit.membership import MembershipResult, membership_signal
 from monai_pso.audit.singling_out import DEFAULT_QUANTILE, SinglingOutResult, singling_out_attack
@@ -35,9 +36,9 @@ class AuditSettings:
     confidence
         Level of every interval and ``1 - confidence`` the significance level of the DCR test.
     seed
-        Seed of the patient subsamples and the bootstrap.
+        Seed of the patient subsamples, of the holdout image kept per patient and of the bootstraps.
     n_resamples
-        Bootstrap replicates of the membership AUC interval.
+        Bootstrap replicates of the membership and DCR AUC intervals.
     fractions
         Copy-rate levels as fractions of the median holdout-to-training distance.
     batch_size
@@ -46,6 +47,9 @@ class AuditSettings:
         Closest released/training pairs kept for the report's pictures.
     singling_quantile
         Cap of the singling-out ball radius, as a quantile of the release's nearest-neighbour distances.
+    dcr_quantile
+        ``q`` of the DCR close share: released images closer to training than the holdout's ``q``-th
+        percentile distance to training.
     """
 
     confidence: float = 0.95
@@ -55,6 +59,7 @@ class AuditSettings:
     batch_size: int = 32
     pairs_shown: int = 6
     singling_quantile: float = DEFAULT_QUANTILE
+    dcr_quantile: float = DCR_QUANTILE
 
 
 @dataclass
@@ -118,8 +123,8 @@ class AuditResult:
     counts: dict[str, int]
     settings: AuditSettings
     guard: GuardReference
-    to_training: np.ndarray  #: per released image, DCR to the training subsample
-    to_holdout: np.ndarray  #: per released image, DCR to the holdout
+    released_to_training: np.ndarray  #: per released image, its distance to the nearest image of the full training set
+    holdout_to_training: np.ndarray  #: per holdout image of the DCR test (one per patient), the same distance
     nearest_pairs: list[NearestPair]
     warnings: list[str] = field(default_factory=list)
 
@@ -136,8 +141,10 @@ class AuditResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "conclusion": self.conclusion,
-            "dcr_share": self.dcr.share.value,
-            "dcr_share_ci": list(self.dcr.share.ci),
+            "dcr_auc": self.dcr.auc,
+            "dcr_auc_ci": list(self.dcr.auc_ci),
+            "dcr_close_share": self.dcr.close.value,
+            "dcr_close_share_ci": list(self.dcr.close.ci),
             "dcr_p_value": self.dcr.p_value,
             "singling_out_risk": self.singling_out.risk.value,
             "singling_out_risk_ci": list(self.singling_out.risk.ci),
@@ -166,6 +173,7 @@ class AuditResult:
                 "bootstrap_resamples": self.settings.n_resamples,
                 "copy_fractions": list(self.settings.fractions),
                 "singling_quantile": self.settings.singling_quantile,
+                "dcr_quantile": self.settings.dcr_quantile,
             },
             "warnings": list(self.warnings),
         }
@@ -177,14 +185,12 @@ def embedder_label(embedder: Embedder) -> str:
 
 
 def _copy_rows(
-    label: str, release: EmbeddedImages, training: EmbeddedImages, holdout: EmbeddedImages, settings: AuditSettings, tau: float | None
-) -> tuple[list[CopyRateRow], Nearest]:
-    """Copy-rate rows of one embedding, and each released image's nearest training image."""
-    to_training = nearest(release, training)
-    holdout_to_training = nearest(holdout, training).distance
+    label: str, to_training: Nearest, holdout_to_training: np.ndarray, training: EmbeddedImages, settings: AuditSettings, tau: float | None
+) -> list[CopyRateRow]:
+    """Copy-rate rows of one embedding, from each released image's nearest training image and the holdout's distances."""
     patients = [training.records[i].patient_id for i in to_training.index]
     levels = copy_levels(holdout_to_training, settings.fractions, tau)
-    return copy_rate_table(label, to_training.distance, patients, holdout_to_training, levels, settings.confidence), to_training
+    return copy_rate_table(label, to_training.distance, patients, holdout_to_training, levels, settings.confidence)
 
 
 def _embed_all(cohorts: AuditCohorts, embedder: Embedder, settings: AuditSettings, names: Sequence[str]) -> dict[str, EmbeddedImages]:
@@ -224,10 +230,12 @@ def run_audit(
     sets = _embed_all(cohorts, primary, settings, ("release", "training", "holdout", "control"))
     release, training, holdout, control = (sets[n] for n in ("release", "training", "holdout", "control"))
 
-    train_side, holdout_side = size_matched(training, holdout, settings.seed)
-    to_training = nearest(release, train_side).distance
-    to_holdout = nearest(release, holdout_side).distance
-    dcr = dcr_holdout_test(to_training, to_holdout, settings.confidence)
+    # DCR: every released image and one image per holdout patient, each against the FULL training set
+    dcr, dcr_distances = dcr_test(
+        release, training, holdout, control,
+        confidence=settings.confidence, quantile=settings.dcr_quantile, n_resamples=settings.n_resamples, seed=settings.seed,
+    )  # fmt: skip
+    release_nearest, holdout_to_training, reference = dcr_distances.released, dcr_distances.holdout, dcr_distances.reference
     singling = singling_out_attack(release, training, control, settings.confidence, settings.seed, settings.singling_quantile)
     members = patient_minimum(nearest(training, release).distance, training.patient_ids)[1]
     non_members = patient_minimum(nearest(holdout, release).distance, holdout.patient_ids)[1]
@@ -235,7 +243,7 @@ def run_audit(
 
     label = embedder_label(primary)
     primary_tau = guard.threshold if guard.embedder_fingerprint == primary.fingerprint else None
-    copy_rows, release_nearest = _copy_rows(label, release, training, holdout, settings, primary_tau)
+    copy_rows = _copy_rows(label, release_nearest, holdout_to_training, training, settings, primary_tau)
     order = np.argsort(release_nearest.distance, kind="stable")[: settings.pairs_shown]
     pairs = [NearestPair(release.records[i], training.records[release_nearest.index[i]], float(release_nearest.distance[i])) for i in order]
 
@@ -245,7 +253,9 @@ def run_audit(
     for embedder in extra:
         other = _embed_all(cohorts, embedder, settings, ("release", "training", "holdout"))
         tau = guard.threshold if embedder.fingerprint == guard.embedder_fingerprint else None
-        copy_rows += _copy_rows(embedder_label(embedder), other["release"], other["training"], other["holdout"], settings, tau)[0]
+        other_nearest = nearest(other["release"], other["training"])
+        other_holdout = nearest(other["holdout"], other["training"]).distance
+        copy_rows += _copy_rows(embedder_label(embedder), other_nearest, other_holdout, other["training"], settings, tau)
 
     counts = {
         "released_images": len(release),
@@ -255,28 +265,50 @@ def run_audit(
         "holdout_images": len(holdout),
         "control_patients": len(control.patients()),
         "control_images": len(control),
-        "dcr_patients_per_side": len(holdout_side.patients()),
-        "dcr_training_images": len(train_side),
-        "dcr_holdout_images": len(holdout_side),
+        "dcr_training_images": len(training),
+        "dcr_holdout_images": len(reference),
         "singling_out_patients_per_side": singling.patients_per_side,
     }
-    warnings = _warnings(counts, guard, primary)
+    warnings = _warnings(counts, guard, primary, dcr, settings.confidence)
     return AuditResult(
-        label, primary.fingerprint, dcr, singling, membership, copy_rows, counts, settings, guard, to_training, to_holdout, pairs, warnings
+        label,
+        primary.fingerprint,
+        dcr,
+        singling,
+        membership,
+        copy_rows,
+        counts,
+        settings,
+        guard,
+        release_nearest.distance,
+        holdout_to_training[reference],
+        pairs,
+        warnings,
     )
 
 
-def _warnings(counts: dict[str, int], guard: GuardReference, primary: Embedder) -> list[str]:
+def _warnings(counts: dict[str, int], guard: GuardReference, primary: Embedder, dcr: DcrResult, confidence: float) -> list[str]:
     """Plain-language caveats that belong next to the figures."""
     notes = []
     if guard.embedder_fingerprint is not None and guard.embedder_fingerprint == primary.fingerprint:
         notes.append("the audit embedding is the guard's own: the audit re-checks the guard's distance and is not independent of it")
-    if counts["dcr_training_images"] != counts["dcr_holdout_images"]:
+    if dcr.holdout_at_zero:
         notes.append(
-            f"the DCR sides hold equal patients but unequal images ({counts['dcr_training_images']} training vs "
-            f"{counts['dcr_holdout_images']} holdout); more images per patient on one side bias the share towards it"
+            f"{dcr.holdout_at_zero} holdout image(s) lie at distance 0 from a training image: the source holds duplicates across "
+            "the training/holdout split, which makes the DCR reference look like copies and the DCR test weaker"
         )
-    if min(counts["dcr_patients_per_side"], counts["singling_out_patients_per_side"]) < 10:
+    if dcr.shift is not None and dcr.shift.p_value < 1.0 - confidence:
+        side = "closer to" if dcr.shift.auc > 0.5 else "farther from"
+        notes.append(
+            f"the released images lie {side} the control patients (never trained on) than holdout images do (AUC {dcr.shift.auc:.2f}, "
+            f"p = {dcr.shift.p_value:.2g}): the release is not distributed like real images in this embedding, so the DCR test's "
+            + (
+                "reference does not describe it and part of a small DCR p-value may be this difference, not memorisation"
+                if side == "closer to"
+                else "reference does not describe it and copies among farther images are harder to see; read the copy rates"
+            )
+        )
+    if min(counts["dcr_holdout_images"], counts["singling_out_patients_per_side"]) < 10:
         notes.append("fewer than 10 patients per side: the intervals are wide and a null result says little")
     if primary.name == "pixel":
         notes.append("pixel-space distances see copies and near-copies, not semantic copies (same anatomy, new pose or contrast)")

@@ -1,9 +1,9 @@
 """Patient cohorts of an audit: disjointness checks and size-matched patient subsamples.
 
-Every comparison in the audit is between groups of equal numbers of *patients*: the DCR test compares
-a training subsample with the holdout, the singling-out attack compares a training subsample with the
-control patients. A nearest-neighbour statistic depends on the size of the set it searches, so an
-unequal comparison would show "leakage" that is only a size effect.
+The singling-out attack compares a training subsample with the control patients, in equal numbers of
+*patients*: a nearest-neighbour statistic depends on the size of the set it searches, so an unequal
+comparison would show "leakage" that is only a size effect. (The DCR test needs no subsample: released
+and holdout images are both measured against the full training set, :mod:`monai_pso.audit.dcr`.)
 """
 
 from __future__ import annotations

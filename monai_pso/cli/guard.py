@@ -22,8 +22,9 @@ def guard() -> None:
 @click.option("--holdout-split", default="val", show_default=True, type=click.Choice(SPLITS), help="Split of the held-out patients.")
 @click.option("--bootstrap", "n_bootstrap", default=1000, show_default=True, type=click.IntRange(min=10), help="Patient-bootstrap resamples of each tau's interval.")
 @click.option("--keep-ledger", is_flag=True, help="Replacing a guard: carry its release ledger into the new one.")
+@click.option("--accept-utility-cost", is_flag=True, help="Accept a tau that refuses more than half of the held-out real images.")
 @threads_option
-def build(source: str, out: Path, split: str, holdout: str | None, holdout_split: str, n_bootstrap: int, keep_ledger: bool, threads: int) -> None:
+def build(source: str, out: Path, split: str, holdout: str | None, holdout_split: str, n_bootstrap: int, keep_ledger: bool, accept_utility_cost: bool, threads: int) -> None:
     """Index every image of SOURCE's split with each default check and calibrate its tau on held-out patients.
 
     The checks: whole-image pixel distance (copies, shifted, turned, re-exposed, noisy copies) and
@@ -33,9 +34,15 @@ def build(source: str, out: Path, split: str, holdout: str | None, holdout_split
     from monai_pso.threads import cpu_threads
 
     with cpu_threads(threads):
-        checker = build_guard(source, out, split=split, holdout=holdout, holdout_split=holdout_split, keep_ledger=keep_ledger, n_bootstrap=n_bootstrap)
+        checker = build_guard(
+            source, out, split=split, holdout=holdout, holdout_split=holdout_split, keep_ledger=keep_ledger, n_bootstrap=n_bootstrap, accept_utility_cost=accept_utility_cost
+        )
     for check in checker.checks:
         low, high = check.threshold.interval
-        click.echo(f"{check.name}: {check.index.n_items} training images indexed; tau {check.tau:.4g} ({check.threshold.confidence:.0%} CI [{low:.4g}, {high:.4g}])")
+        threshold = check.threshold
+        click.echo(f"{check.name}: {check.index.n_items} training images indexed; tau {check.tau:.4g} ({threshold.confidence:.0%} CI [{low:.4g}, {high:.4g}])")
+        same = "tau_same applied" if threshold.same_applied else "tau_same not applied"
+        auc = "" if threshold.verification is None else f"same-vs-different-patient AUC {threshold.verification.value:.3g}; "
+        click.echo(f"  {auc}{same}; utility cost {threshold.utility_cost:.1%} of held-out real images refused")
     click.echo(f"guard: {Path(out).resolve()}  (guard.json)")
     click.echo(f"use:   monai-pso gate CANDIDATES --guard {out} --out RELEASE_DIR")

@@ -118,6 +118,11 @@ def build_guard(
                 "embedder_fingerprint": embedder.fingerprint,
                 "index_fingerprint": index.fingerprint,
                 "tau": threshold.value,
+                "same_auc": None if threshold.verification is None else threshold.verification.value,
+                "same_auc_interval": None if threshold.verification is None else list(threshold.verification.interval),
+                "same_applied": threshold.same_applied,
+                "utility_cost": threshold.to_dict()["utility_cost"],  # None when not measured
+                "utility_cost_accepted": threshold.utility_cost_accepted,
             }
         )
     write_json_atomically(

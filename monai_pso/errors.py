@@ -73,6 +73,14 @@ class ImageValueError(MonaiPsoError):
     """An image holds values that cannot be processed (NaN, Inf, wrong shape or dimensionality)."""
 
 
+#: What to do about a folder of images of several shapes where one is needed: no SOURCE option resamples them.
+RESAMPLE_HINT = "no SOURCE option resamples a folder's images: list images of one shape with datalist=, or resample the files first"
+
+#: The end of every error about images of several shapes where one is needed (folder readers, index
+#: building, calibration).
+MIXED_SHAPES_HINT = f"{RESAMPLE_HINT}; mixed_shapes=1 reads them as they are (`monai-pso data summary SOURCE` counts the shapes)"
+
+
 class IndexIntegrityError(MonaiPsoError):
     """A reference index on disk is missing, empty, corrupted or incomplete."""
 

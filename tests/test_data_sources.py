@@ -318,7 +318,6 @@ BAD_SOURCES = [
     _npz_without_keys,
     _corrupt_nifti,
     _corrupt_dicom,
-    _mixed_shapes,
     _mixed_kinds,
     _datalist_absent_files,
     _empty_folder,
@@ -327,6 +326,7 @@ BAD_SOURCES = [
 ]
 
 
+# (mixed shapes: refused by load_source, summarised by `data summary`; tests/test_data_commands.py)
 @pytest.mark.parametrize("make", BAD_SOURCES, ids=lambda f: f.__name__.strip("_"))
 def test_bad_source_raises_and_cli_reports_one_line(tmp_path, make):
     source, error, mentioned = make(tmp_path)

@@ -83,6 +83,7 @@ def test_recheck_uses_the_guards_checks_and_views_and_finds_a_planted_shifted_co
     assert result["violations"] == 1 and result["violating_items"] == ["planted"]
     assert set(result["checks"]) == {"pixel", "pixel-tiles"} and all(c["violating_items"] == ["planted"] for c in result["checks"].values())
     assert result["checks"]["pixel"]["query_views"] == pixel.threshold.query_views and result["checks"]["pixel"]["n_index_items"] == len(train)
+    assert result["checks"]["pixel"]["views_from"] == "the check's threshold"
     clean = recheck_with_guard(released, training, checker)
     assert clean["violations"] == 0 and clean["min_distance"] >= pixel.tau
 

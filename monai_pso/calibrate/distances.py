@@ -32,7 +32,7 @@ from monai_pso.data import DataSource, load_image, record_batches
 from monai_pso.embed.base import Embedder
 from monai_pso.embed.distance import image_distances
 from monai_pso.embed.views import QueryViews
-from monai_pso.errors import ImageValueError
+from monai_pso.errors import MIXED_SHAPES_HINT, ImageValueError
 from monai_pso.index.query import check_image_batch, nearest_training_items
 
 
@@ -107,7 +107,7 @@ def same_patient_distances(
     for records in tqdm(groups, desc="Same-patient distances", unit="patient", disable=not progress):
         images = [load_image(r) for r in records]
         if len({image.shape for image in images}) > 1:
-            raise ImageValueError(f"{source.description}: the images of patient {records[0].patient_id} differ in shape")
+            raise ImageValueError(f"{source.description}: the images of patient {records[0].patient_id} differ in shape; {MIXED_SHAPES_HINT}")
         batch = check_image_batch(np.stack(images), index)
         with torch.no_grad():
             matrix = image_distances((views or QueryViews()).embed(embedder, torch.from_numpy(batch)), embedder.embed(batch))

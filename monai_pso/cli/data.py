@@ -16,9 +16,11 @@ def data() -> None:
 @click.argument("source")
 @click.option("--split", type=click.Choice(SPLITS), default=None, help="Only this split.")
 def summary(source: str, split: str | None) -> None:
-    """Per split: items, patients, image shapes, intensity range and label counts."""
-    from monai_pso.data import load_source
-    from monai_pso.data.summary import summarize
+    """Per split: items, patients, image shapes, intensity range and label counts.
 
-    dataset = load_source(source)
-    click.echo(summarize(dataset, split).to_text())
+    A folder of images of several shapes is summarised with a table of the shapes and their counts; a
+    datalist's class names are shown with the class index each is read as.
+    """
+    from monai_pso.data.summary import load_for_summary, summarize
+
+    click.echo(summarize(load_for_summary(source), split).to_text())

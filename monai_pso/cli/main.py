@@ -27,6 +27,7 @@ COMMANDS = (
     ("monai_pso.cli.calibrate", "calibrate"),
     ("monai_pso.cli.gate", "gate"),
     ("monai_pso.cli.guard", "guard"),
+    ("monai_pso.cli.bundle", "bundle"),
 )
 
 

@@ -14,8 +14,11 @@ SOURCE options
     use, with ``image`` (a file, or a folder holding one DICOM series, relative to the folder) and
     optionally ``patient_id``, ``label``, ``split``, ``item_id``; other columns go to the record's
     ``extra``. JSON is a list of such objects or a MONAI datalist (``training``/``validation``/``test``).
+    A ``label`` column of class names (``normal``, ``bacterial_pneumonia``) is read as class indices, the
+    names numbered in sorted order and kept as the dataset's ``class_names``.
     ``mixed_shapes=1``: accept images of different shapes (refused by default, since batches need one
-    shape). ``series=0``: read every DICOM file as its own image instead of assembling series.
+    shape; no option resamples them). ``series=0``: read every DICOM file as its own image instead of
+    assembling series.
 
 Examples
 --------
@@ -47,7 +50,7 @@ from monai_pso.data.files import DICOM, PICTURE, ImageHeader, file_kind, read_im
 from monai_pso.data.normalize import MODALITY_DEFAULT
 from monai_pso.data.records import ImageRecord
 from monai_pso.data.sources import SourceOptions
-from monai_pso.errors import DataSourceError
+from monai_pso.errors import MIXED_SHAPES_HINT, DataSourceError
 
 #: Columns of a datalist that set record fields; any other column goes to ``extra``.
 DATALIST_FIELDS = ("image", "patient_id", "label", "split", "item_id")
@@ -82,7 +85,7 @@ def read_folder(path: Path, options: SourceOptions) -> list[ImageRecord]:
     as_series = _flag(options, "series", True)
     modality = options.get_str("modality")
     if datalist:
-        images = _datalist_images(path, _resolve(path, datalist), as_series)
+        images, options.class_names = _datalist_images(path, _resolve(path, datalist), as_series)
     else:
         images = _folder_images(path, as_series)
     if not allow_mixed:
@@ -183,8 +186,10 @@ def _dicom_images(files: list[Path], folder: Path, as_series: bool) -> list[_Fol
     return images
 
 
-def _datalist_images(folder: Path, datalist: Path, as_series: bool) -> list[_FolderImage]:
+def _datalist_images(folder: Path, datalist: Path, as_series: bool) -> tuple[list[_FolderImage], tuple[str, ...] | None]:
+    """The images a datalist names, and its class names when its labels are names (else ``None``)."""
     entries = read_datalist(datalist)
+    class_names = number_class_names(entries, datalist)
     targets = [_resolve(folder, entry["image"]) for entry in entries]
     missing = [str(target) for target in targets if not target.exists()]
     if missing:
@@ -204,7 +209,7 @@ def _datalist_images(folder: Path, datalist: Path, as_series: bool) -> list[_Fol
                 image.extra[key] = value
         images.append(image)
     _one_kind(kinds, datalist)
-    return images
+    return images, class_names
 
 
 def _datalist_image(target: Path, folder: Path, as_series: bool, datalist: Path) -> _FolderImage:
@@ -228,7 +233,7 @@ def _check_one_shape(images: list[_FolderImage], location: Path) -> None:
         if image.header.shape != first.header.shape:
             raise DataSourceError(
                 location,
-                f"images have different shapes: {_describe(first)} is {_shape(first)}, {_describe(image)} is {_shape(image)} (pass mixed_shapes=1 to accept)",
+                f"images have different shapes: {_describe(first)} is {_shape(first)}, {_describe(image)} is {_shape(image)}; {MIXED_SHAPES_HINT}",
             )
 
 
@@ -242,6 +247,9 @@ def _shape(image: _FolderImage) -> str:
 
 def read_datalist(path: Path) -> list[dict[str, Any]]:
     """Entries of a CSV or JSON datalist, each with ``image`` and parsed ``label`` and ``split``.
+
+    A label is an int, a tuple of ints (multi-label), or a class name (a ``str``, left for
+    :func:`number_class_names`).
 
     Examples
     --------
@@ -296,8 +304,9 @@ def _parsed_entry(row: Any, number: int, path: Path) -> dict[str, Any]:
     return entry
 
 
-def _parsed_label(value: Any, number: int, path: Path) -> int | tuple[int, ...]:
-    """An int, or a tuple of ints from a list or from text like ``"0 1 1"``, ``"0;1;1"``, ``"[0, 1]"``."""
+def _parsed_label(value: Any, number: int, path: Path) -> int | tuple[int, ...] | str:
+    """An int, a tuple of ints from a list or from text like ``"0 1 1"``, ``"0;1;1"``, ``"[0, 1]"``, or a
+    class name: text that is not numbers (``"normal"``, ``"viral pneumonia"``; ``"0.5"`` is refused)."""
     try:
         if isinstance(value, (list, tuple)):
             return tuple(_integer(v) for v in value)
@@ -307,10 +316,50 @@ def _parsed_label(value: Any, number: int, path: Path) -> int | tuple[int, ...]:
         parts = [part for part in re.split(r"[\s,;\[\]()]+", text) if part]
         if not parts:
             raise ValueError(value)
-        values = tuple(_integer(part) for part in parts)
+        try:
+            values = tuple(_integer(part) for part in parts)
+        except ValueError:
+            if all(_is_number(part) for part in parts):
+                raise  # 0.5: a number, but no class index
+            return text
         return values if len(values) > 1 or text[:1] in "[(" else values[0]
     except (TypeError, ValueError):
-        raise DataSourceError(path, f"entry {number}: label {value!r} is not an integer or a list of integers") from None
+        raise DataSourceError(path, f"entry {number}: label {value!r} is not an integer, a list of integers or a class name") from None
+
+
+def number_class_names(entries: list[dict[str, Any]], path: Path) -> tuple[str, ...] | None:
+    """Replace class-name labels by class indices, the names numbered in sorted order; return the names.
+
+    A datalist whose labels are all integers (or lists of them) is left as it is (``None``). Once one
+    label is a name, every label is read as a name (``0`` and ``normal`` are two classes); a list of
+    labels among names is an error. Entries without a label keep none.
+
+    Examples
+    --------
+    >>> entries = [{"label": "normal"}, {"label": "viral_pneumonia"}, {"label": "bacterial_pneumonia"}, {}]
+    >>> number_class_names(entries, Path("list.csv")), [entry.get("label") for entry in entries]
+    (('bacterial_pneumonia', 'normal', 'viral_pneumonia'), [1, 2, 0, None])
+    """
+    labelled = [(number, entry) for number, entry in enumerate(entries, start=1) if entry.get("label") is not None]
+    names = [entry["label"] for _, entry in labelled if isinstance(entry["label"], str)]
+    if not names:
+        return None
+    for number, entry in labelled:
+        if isinstance(entry["label"], tuple):
+            raise DataSourceError(path, f"entry {number}: label {entry['label']!r} is a list, but labels such as {names[0]!r} are class names; use one kind of label")
+    classes = tuple(sorted({str(entry["label"]) for _, entry in labelled}))
+    index = {name: position for position, name in enumerate(classes)}
+    for _, entry in labelled:
+        entry["label"] = index[str(entry["label"])]
+    return classes
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _integer(value: Any) -> int:

@@ -108,6 +108,9 @@ class DataSource:
         Every image, with patient ids and splits assigned.
     description
         The SOURCE string (or a human description) it was read from; stored in index manifests.
+    class_names
+        When the source named its classes (a datalist whose labels are class names): the names, class
+        ``i`` being ``class_names[i]``; ``None`` when labels are plain integers (or absent).
 
     Examples
     --------
@@ -121,6 +124,7 @@ class DataSource:
 
     records: list[ImageRecord]
     description: str
+    class_names: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -136,7 +140,7 @@ class DataSource:
         if name is None:
             return self
         names = {name} if isinstance(name, str) else set(name)
-        return DataSource([r for r in self.records if r.split in names], f"{self.description} [split={','.join(sorted(names))}]")
+        return DataSource([r for r in self.records if r.split in names], f"{self.description} [split={','.join(sorted(names))}]", self.class_names)
 
     def patients(self) -> list[str]:
         """Patient ids in order of first appearance."""

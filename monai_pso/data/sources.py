@@ -40,6 +40,8 @@ class SourceOptions:
     source: str
     values: dict[str, str] = field(default_factory=dict)
     used: set[str] = field(default_factory=set)
+    #: Set by a reader whose labels were class names: the names, in the order of their class indices.
+    class_names: tuple[str, ...] | None = None
 
     def get_str(self, key: str, default: str | None = None) -> str | None:
         self.used.add(key)
@@ -154,4 +156,4 @@ def load_source(source: str | DataSource) -> DataSource:
         records = [replace(r, normalize=normalize) for r in records]
     check_unique_item_ids(records, location)
     records = assign_patient_splits(records, ratios=ratios, seed=seed, location=source)
-    return DataSource(records, source)
+    return DataSource(records, source, class_names=options.class_names)

@@ -125,6 +125,9 @@ def verify_no_image_within(
 ) -> dict[str, Any]:
     """Count synthetic images closer than ``tau`` to a training image (``distance < tau`` is a violation).
 
+    ``embedder`` and ``views`` as in :func:`nearest_training_distances`; ``item_ids`` name the synthetic
+    images in ``violating_items`` (the first 20).
+
     Examples
     --------
     >>> out = verify_no_image_within(np.full((2, 1, 4, 4), 0.5), np.zeros((3, 1, 4, 4)), tau=0.4)
@@ -207,6 +210,8 @@ def recheck_with_guard(synthetic: np.ndarray, training: np.ndarray, checks: Any,
     per_check, violating = {}, np.zeros(len(synthetic), bool)
     for check in checks:
         result, close = _verified(synthetic, training, float(check.tau), check.embedder, item_ids, check_views(check))
+        known = getattr(getattr(check, "threshold", None), "views", None) is not None or getattr(check, "views", None) is not None
+        result["views_from"] = "the check's threshold" if known else "none given: the image alone (the check carries no query views)"
         violating[close] = True
         index = getattr(check, "index", None)
         if index is not None and hasattr(index, "n_items"):

@@ -57,17 +57,46 @@ SMALL_NETWORKS: dict[str, Any] = {
 }
 
 
+def bundles_folder() -> Path:
+    """The folder holding the shipped bundles: ``monai_pso/bundles`` of an installed wheel, else ``bundles/`` of
+    the source checkout (an editable install, or the package run from the checkout).
+
+    The wheel gets the checkout's ``bundles/`` as package data at build time (``setup.py``).
+
+    Examples
+    --------
+    >>> (bundles_folder() / "ldm_2d" / "configs" / "metadata.json").is_file()
+    True
+    """
+    package = Path(__file__).resolve().parents[1]
+    for folder in (package / "bundles", package.parent / "bundles"):
+        if folder.is_dir():
+            return folder
+    raise MonaiPsoError(f"{package}: no bundles next to the package (reinstall monai-pso from a wheel or a source checkout)")
+
+
+def bundle_names() -> list[str]:
+    """The names of the shipped bundles, sorted.
+
+    Examples
+    --------
+    >>> bundle_names()
+    ['classification', 'denoising', 'ldm_2d', 'ldm_3d', 'super_resolution']
+    """
+    return sorted(path.parent.parent.name for path in bundles_folder().glob("*/configs/metadata.json"))
+
+
 def bundle_template(name: str = "ldm_2d") -> Path:
-    """The bundle shipped with the source checkout (``bundles/NAME``).
+    """The shipped bundle ``name`` (``bundles/NAME`` of the checkout, ``monai_pso/bundles/NAME`` of a wheel).
 
     Examples
     --------
     >>> bundle_template("ldm_3d").name
     'ldm_3d'
     """
-    path = Path(__file__).resolve().parents[2] / "bundles" / name
+    path = bundles_folder() / name
     if not (path / "configs").is_dir():
-        raise MonaiPsoError(f"{path}: bundle not found (the bundles ship with a source checkout of monai-pso)")
+        raise MonaiPsoError(f"{name}: no such bundle (shipped bundles: {', '.join(bundle_names())})")
     return path
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from monai_pso.embed.base import Embedder, Embedding
-from monai_pso.errors import ConfigurationError, ImageValueError, IndexIntegrityError
+from monai_pso.errors import MIXED_SHAPES_HINT, ConfigurationError, ImageValueError, IndexIntegrityError
 from monai_pso.index.backends import Backend, exact_arithmetic
 from monai_pso.index.exact import check_finite_vectors
 from monai_pso.index.reference import EmbedderInfo, ReferenceIndex
@@ -56,7 +56,7 @@ class _ShapeCheck:
         elif image.shape != self.shape:
             raise ImageValueError(
                 f"{self.location}: images must share one shape: item {record.item_id!r} is {image.shape[1:]}, "
-                f"item {self.first_item!r} is {self.shape[1:]}"
+                f"item {self.first_item!r} is {self.shape[1:]}; {MIXED_SHAPES_HINT}"
             )
 
 

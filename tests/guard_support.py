@@ -94,3 +94,18 @@ def small_guard(source: DataSource, hasher=None) -> PrivacyChecker:
     index = build_index(source, embedder, progress=False)
     threshold = calibrate_threshold(index, embedder, source, views=QueryViews(max_shift=1), n_bootstrap=100, progress=False)
     return PrivacyChecker(GuardCheck.create(index, threshold, embedder), hasher)
+
+
+#: 15 training and 12 held-out patients, three re-scan-like acquisitions each (pose, intensity drift, noise):
+#: enough held-out patients for the same-patient AUC criterion of calibration.
+CALIBRATION_SOURCE = "phantom:2d?patients=30&acquisitions=3&size=32&seed=3&ratios=0.5,0.4,0.1"
+
+
+def pixel_indexed(source: str = CALIBRATION_SOURCE):
+    """``(source, embedder, index)``: the pixel index of ``source``'s train split."""
+    from monai_pso.data import load_source
+    from monai_pso.embed.pixel import PixelEmbedder
+    from monai_pso.index import build_index
+
+    loaded, embedder = load_source(source), PixelEmbedder()
+    return loaded, embedder, build_index(loaded, embedder, progress=False)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from guard_support import CALIBRATION_SOURCE, pixel_indexed
 from monai_pso.calibrate import Threshold, calibrate_threshold, holdout_distances, same_patient_distances
 from monai_pso.calibrate.bootstrap import PatientResampler, bootstrap_percentile, percentile_interval
 from monai_pso.data import DataSource, ImageRecord, load_source
@@ -18,15 +19,12 @@ from monai_pso.index import build_index
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-#: 12 held-out patients with three re-scan-like images each: enough to show that tau_same means something (AUC criterion).
-SOURCE = "phantom:2d?patients=30&acquisitions=3&size=32&seed=3&ratios=0.5,0.4,0.1"
+SOURCE = CALIBRATION_SOURCE
 
 
 @pytest.fixture(scope="module")
 def calibrated(one_thread):
-    source = load_source(SOURCE)
-    embedder = PixelEmbedder()
-    index = build_index(source, embedder, progress=False)
+    source, embedder, index = pixel_indexed(SOURCE)
     threshold = calibrate_threshold(index, embedder, source, split="val", n_bootstrap=200, progress=False)
     return source, embedder, index, threshold
 

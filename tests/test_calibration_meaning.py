@@ -20,29 +20,26 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from guard_support import CALIBRATION_SOURCE, pixel_indexed
 from monai_pso.calibrate import Threshold, calibrate_threshold, holdout_distances, same_patient_distances
 from monai_pso.calibrate.bootstrap import auc_smaller
 from monai_pso.calibrate.calibration import UtilityCostError, verification_auc
 from monai_pso.calibrate.distances import PatientDistances
 from monai_pso.calibrate.threshold import VerificationAUC
 from monai_pso.cli.main import main
-from monai_pso.data import DataSource, ImageRecord, load_source
+from monai_pso.data import DataSource, ImageRecord
 from monai_pso.embed.pixel import PixelEmbedder
 from monai_pso.errors import DataSourceError, MonaiPsoError
 from monai_pso.index import build_index
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-#: 15 training and 12 held-out patients, three acquisitions each (pose, intensity drift, noise).
-SOURCE = "phantom:2d?patients=30&acquisitions=3&size=32&seed=3&ratios=0.5,0.4,0.1"
+SOURCE = CALIBRATION_SOURCE
 
 
 @pytest.fixture(scope="module")
 def phantom(one_thread):
-    source = load_source(SOURCE)
-    embedder = PixelEmbedder()
-    index = build_index(source, embedder, progress=False)
-    return source, embedder, index
+    return pixel_indexed(SOURCE)
 
 
 def _relabelled(source: DataSource, seed: int = 0) -> DataSource:

@@ -3,6 +3,7 @@ nothing else) installs the system packages and the test extra first; dry runs, n
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,8 +16,13 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make not i
 
 
 def dry_run(target: str, venv: Path, *variables: str) -> list[str]:
-    """The commands ``make -n TARGET`` would run with a fresh ``VENV`` on a machine without a GPU."""
-    result = subprocess.run(["make", "-n", target, f"VENV={venv}", "HAS_GPU=", *variables], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    """The commands ``make -n TARGET`` would run with a fresh ``VENV`` on a machine without a GPU.
+
+    The environment of an enclosing ``make test`` (MAKEFLAGS, MAKELEVEL) is dropped, so that the sub-make
+    does not print its "Entering directory" lines among the commands."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("MAKE") and name != "MFLAGS"}
+    command = ["make", "--no-print-directory", "-n", target, f"VENV={venv}", "HAS_GPU=", "SYSTEM_DEPS=", *variables]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()
 

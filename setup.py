@@ -13,12 +13,20 @@ from setuptools.command.build_py import build_py
 BUNDLES = Path(__file__).resolve().parent / "bundles"
 
 
+#: Folders that running a bundle in place leaves in it (a release, downstream outputs): never shipped. Its
+#: ``models/`` (the small trained weights) and ``privacy/`` (the default guard) are.
+RUN_OUTPUTS = ("release", "runs")
+
+
 def _shipped(folder: Path) -> list[Path]:
-    """The files of ``folder``, less caches and hidden files."""
+    """The files of ``folder``, less caches, hidden files and the bundles' run outputs."""
     return [
         path
         for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.suffix not in (".pyc", ".pyo") and not any(part.startswith(".") or part == "__pycache__" for part in path.relative_to(folder).parts)
+        if path.is_file()
+        and path.suffix not in (".pyc", ".pyo")
+        and not any(part.startswith(".") or part == "__pycache__" for part in path.relative_to(folder).parts)
+        and not (len(path.relative_to(folder).parts) > 2 and path.relative_to(folder).parts[1] in RUN_OUTPUTS)
     ]
 
 

@@ -1,33 +1,35 @@
 """Latent diffusion: training throughput and peak memory, sampling throughput with and without the guard.
 
 Networks are the ``ldm_2d`` / ``ldm_3d`` bundles' own definitions (their configs, with ``--small``
-overrides), so both training loops below train exactly the same ``AutoencoderKL`` + ``DiffusionModelUNet``:
+overrides), so the three training loops below train exactly the same ``AutoencoderKL`` + ``DiffusionModelUNet``:
 
-- ``plain``: a plain fp32 loop reproducing the MONAI model-zoo ``LDMTrainer``
-  (``brats_mri_generative_diffusion/scripts/ldm_trainer.py``): every step encodes the batch through the
-  frozen autoencoder inside ``monai.inferers.LatentDiffusionInferer``, adds noise at random timesteps,
-  regresses the noise (MSE), Adam step;
+- ``plain``: the MONAI model-zoo ``LDMTrainer`` loop (``brats_mri_generative_diffusion/scripts/ldm_trainer.py``)
+  as the bundle runs it: every step encodes the batch through the frozen autoencoder inside
+  ``monai.inferers.LatentDiffusionInferer``, adds noise at random timesteps, regresses the noise (MSE), Adam
+  step, with the zoo's AMP (``torch.cuda.amp`` autocast float16 and a gradient scaler) on CUDA; on a CPU
+  the zoo has no AMP, so it runs fp32 (``amp: false`` in the results);
+- ``latents``: precomputed latents, MAISI's way: the data encoded once before training (timed apart,
+  ``encode_once_seconds``), then the same noise regression on the stored latents, AMP as ``plain``;
 - ``monai_pso``: :class:`monai_pso.engines.LatentDiffusionTrainer` as the bundle configures it (latent
   cache, EMA 0.999, bf16 autocast where the device supports it, i.e. CUDA), after one epoch that fills
   the cache.
 
-Sampling: :class:`monai_pso.engines.GenerationWorkflow` (DDIM) alone, and with the default two-check
-guard (:func:`monai_pso.guard.build_guard` on a phantom of the same size, into a temporary folder) attached
-as a :class:`monai_pso.handlers.PrivacyGuard` (no release is written); images per
-second counted over requested images (the untrained model's images all pass, so this is the cost of
-checking, not of redrawing).
+Sampling: :class:`monai_pso.engines.GenerationWorkflow` (DDIM, ``--steps`` 25 and 50 by default) alone, and
+with the default guard (:func:`monai_pso.guard.build_guard` on a phantom of the same size, into a temporary
+folder) attached as a :class:`monai_pso.handlers.PrivacyGuard` (no release is written); images per second
+counted over requested images (the untrained model's images all pass, so this is the cost of checking, not
+of redrawing).
 
-Throughput: the best of ``--repeat`` runs of ``--iterations`` steps, after a first run that warms up (and
-fills the latent cache). Memory, of that first run: on CUDA ``torch.cuda.max_memory_allocated``; on CPU
+Throughput: the best of ``--repeat`` runs of ``--iterations`` steps (each run's time is recorded), after a
+first run that warms up (and fills the latent cache). Memory, of that first run: on CUDA ``torch.cuda.max_memory_allocated``; on CPU
 the peak resident-set growth once the networks and data are built (sampled every 2 ms,
 ``benchmarks/index.py``'s ``memory``), each training measurement in a fresh process so that freed memory
 of an earlier run does not hide growth.
 
 Usage::
 
-    python benchmarks/ldm.py --small                    # CPU, small sizes: benchmarks/results/ldm_cpu.json (~3 min on 2 cores)
+    python benchmarks/ldm.py --small                    # CPU, small sizes: benchmarks/results/ldm_cpu.json
     python benchmarks/ldm.py --device cuda              # full size (256^2, 128^3): benchmarks/results/ldm_gpu.json
-    python benchmarks/ldm.py --device cpu --iterations 2 --repeat 1 --images 2 --steps 2 --out benchmarks/results/ldm_cpu_fullsize.json
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from index import memory, timed  # noqa: E402 (the index benchmark's RSS sampler and best-of-n timer)
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
+#: Training loops compared: the model-zoo loop, the precomputed-latents baseline, the package's trainer.
+LOOPS = ("plain", "latents", "monai_pso")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 #: Per bundle: the config overrides of ``--small`` and of the full size (the CT / MRI presets' sizes:
@@ -85,7 +89,7 @@ def bundle_networks(bundle: str, small: bool, device: torch.device) -> dict[str,
     parser.update({"bundle_root": str(BUNDLES / bundle), "device": device, **SETTINGS[bundle]["small" if small else "full"]})
     return {
         "autoencoder": parser.get_parsed_content("autoencoder_def").to(device).eval(),
-        "unet": parser.get_parsed_content("unet_def").to(device),
+        "unet": parser.get_parsed_content("network_def").to(device),
         "scheduler": parser.get_parsed_content("noise_scheduler"),
         "image_size": list(parser.get_parsed_content("image_size")),
         "latent_shape": [parser["latent_channels"]] + [s // 2 ** (len(parser["ae_channels"]) - 1) for s in parser.get_parsed_content("image_size")],
@@ -101,21 +105,51 @@ def batches(n: int, batch: int, image_size: list[int], device: torch.device) -> 
     ]
 
 
-def plain_step(nets: dict[str, Any], optimizer: torch.optim.Optimizer, inferer: Any, images: torch.Tensor) -> float:
-    """One step of the model-zoo ``LDMTrainer``: encode in the inferer, noise, MSE on the noise, fp32."""
-    noise = torch.randn([images.shape[0], *nets["latent_shape"]], device=images.device)
-    timesteps = torch.randint(0, nets["scheduler"].num_train_timesteps, (images.shape[0],), device=images.device).long()
-    nets["unet"].train()
+def amp_step(optimizer: torch.optim.Optimizer, scaler: Any, device: torch.device, forward) -> float:
+    """One optimiser step of ``forward()`` (which returns the loss) as the model zoo runs it: autocast and a
+    gradient scaler on CUDA (``torch.cuda.amp``, float16), plain fp32 on a CPU (the zoo has no CPU AMP)."""
     optimizer.zero_grad(set_to_none=False)
-    prediction = inferer(inputs=images, autoencoder_model=nets["autoencoder"], diffusion_model=nets["unet"], noise=noise, timesteps=timesteps)
-    loss = torch.nn.functional.mse_loss(prediction.float(), noise)
-    loss.backward()
-    optimizer.step()
+    with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
+        loss = forward()
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
     return float(loss)
 
 
-def training_runner(bundle: str, loop: str, small: bool, device: torch.device, iterations: int):
-    """A callable running ``iterations`` training steps of ``loop`` (after its warm-up), and the batch size."""
+def plain_step(nets: dict[str, Any], optimizer: torch.optim.Optimizer, scaler: Any, inferer: Any, images: torch.Tensor) -> float:
+    """One step of the model-zoo ``LDMTrainer``: encode in the inferer, noise, MSE on the noise (AMP on CUDA)."""
+    noise = torch.randn([images.shape[0], *nets["latent_shape"]], device=images.device)
+    timesteps = torch.randint(0, nets["scheduler"].num_train_timesteps, (images.shape[0],), device=images.device).long()
+    nets["unet"].train()
+
+    def forward() -> torch.Tensor:
+        prediction = inferer(inputs=images, autoencoder_model=nets["autoencoder"], diffusion_model=nets["unet"], noise=noise, timesteps=timesteps)
+        return torch.nn.functional.mse_loss(prediction.float(), noise.float())
+
+    return amp_step(optimizer, scaler, images.device, forward)
+
+
+def latent_step(nets: dict[str, Any], optimizer: torch.optim.Optimizer, scaler: Any, latents: torch.Tensor) -> float:
+    """One step on precomputed (scaled) latents, MAISI's way: noise, UNet, MSE on the noise (AMP on CUDA)."""
+    noise = torch.randn_like(latents)
+    timesteps = torch.randint(0, nets["scheduler"].num_train_timesteps, (latents.shape[0],), device=latents.device).long()
+    nets["unet"].train()
+
+    def forward() -> torch.Tensor:
+        noisy = nets["scheduler"].add_noise(original_samples=latents, noise=noise, timesteps=timesteps)
+        return torch.nn.functional.mse_loss(nets["unet"](noisy, timesteps=timesteps).float(), noise)
+
+    return amp_step(optimizer, scaler, latents.device, forward)
+
+
+def training_runner(bundle: str, loop: str, small: bool, device: torch.device, iterations: int, encode_seconds: list[float]):
+    """A callable running ``iterations`` training steps of ``loop`` (after its warm-up), and the batch size;
+    ``latents`` appends the time of encoding the data once to ``encode_seconds``."""
     from monai.inferers import LatentDiffusionInferer
 
     from monai_pso.engines import LatentDiffusionTrainer, ema_of
@@ -124,11 +158,19 @@ def training_runner(bundle: str, loop: str, small: bool, device: torch.device, i
     batch = SETTINGS[bundle]["batch"]["small" if small else "full"]
     data = batches(iterations, batch, nets["image_size"], device)
     optimizer = torch.optim.Adam(nets["unet"].parameters(), 1e-4)
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
+    with torch.no_grad():
+        scale = 1.0 / float(nets["autoencoder"].encode_stage_2_inputs(data[0]["image"]).std())
     if loop == "plain":
-        with torch.no_grad():
-            scale = 1.0 / float(nets["autoencoder"].encode_stage_2_inputs(data[0]["image"]).std())
         inferer = LatentDiffusionInferer(nets["scheduler"], scale_factor=scale)
-        run = lambda: [plain_step(nets, optimizer, inferer, b["image"]) for b in data]  # noqa: E731
+        run = lambda: [plain_step(nets, optimizer, scaler, inferer, b["image"]) for b in data]  # noqa: E731
+    elif loop == "latents":
+        start = time.perf_counter()
+        with torch.no_grad():
+            latents = [nets["autoencoder"].encode_stage_2_inputs(b["image"]) * scale for b in data]
+        synchronize(device)
+        encode_seconds.append(time.perf_counter() - start)
+        run = lambda: [latent_step(nets, optimizer, scaler, z) for z in latents]  # noqa: E731
     else:
         trainer = LatentDiffusionTrainer(device, 1, data, nets["unet"], optimizer, nets["autoencoder"], nets["scheduler"],
                                          ema=ema_of(nets["unet"], 0.999), cache_latents=True)
@@ -143,8 +185,11 @@ def synchronize(device: torch.device) -> None:
 
 def measure_training(bundle: str, loop: str, small: bool, device: torch.device, iterations: int, repeat: int) -> dict[str, Any]:
     """Peak memory of the first ``iterations`` steps (which also warm up), then samples/s: the best of ``repeat`` runs of as many more."""
-    run, batch = training_runner(bundle, loop, small, device, iterations)
-    result: dict[str, Any] = {"bundle": bundle, "loop": loop, "batch_size": batch, "iterations": iterations}
+    encode_seconds: list[float] = []
+    run, batch = training_runner(bundle, loop, small, device, iterations, encode_seconds)
+    result: dict[str, Any] = {"bundle": bundle, "loop": loop, "batch_size": batch, "iterations": iterations, "amp": device.type == "cuda"}
+    if encode_seconds:
+        result["encode_once_seconds"] = encode_seconds[0]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         run()
@@ -153,62 +198,67 @@ def measure_training(bundle: str, loop: str, small: bool, device: torch.device, 
     else:
         result["peak_memory_mib"] = memory(run)["rss_growth_mib"]
         result["memory_metric"] = "peak RSS growth during the first steps, networks and data already built (fresh process)"
-    # steady state (warm kernels and allocator, and for monai_pso a full latent cache); best of `repeat`
-    result["seconds"], _ = timed(lambda: (run(), synchronize(device)), repeat)
+    # steady state (warm kernels and allocator, and for monai_pso a full latent cache); each of `repeat` runs recorded
+    result["seconds_per_repeat"] = [timed(lambda: (run(), synchronize(device)), 1)[0] for _ in range(repeat)]
+    result["seconds"] = min(result["seconds_per_repeat"])
     result["repeat"] = repeat
     result["samples_per_s"] = batch * iterations / result["seconds"]
     return result
 
 
-def measure_sampling(bundle: str, small: bool, device: torch.device, n: int, steps: int) -> dict[str, Any]:
-    """Images/s of guarded and unguarded generation of ``n`` images with ``steps`` DDIM steps."""
+def measure_sampling(bundle: str, small: bool, device: torch.device, n: int, steps: list[int]) -> list[dict[str, Any]]:
+    """Per DDIM step count: images/s of unguarded and guarded generation of ``n`` images (one guard built once)."""
     from monai.networks.schedulers import DDIMScheduler
 
     from monai_pso.engines import GenerationWorkflow, LatentDiffusionSampler, generation_requests
     from monai_pso.guard import PrivacyGuard, build_guard
 
     nets = bundle_networks(bundle, small, device)
-    sampler = LatentDiffusionSampler(nets["autoencoder"], nets["unet"], DDIMScheduler(1000), 1.0, nets["latent_shape"], num_inference_steps=steps, device=device)
     batch = SETTINGS[bundle]["batch"]["small" if small else "full"]
+    results = []
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         checker = build_guard(SETTINGS[bundle]["phantom"].format(size=nets["image_size"][0]), Path(folder) / "guard", progress=False, n_bootstrap=200)
         guard_build = time.perf_counter() - start
-        result = {"bundle": bundle, "images": n, "ddim_steps": steps, "batch_size": batch, "guard_build_seconds": guard_build, "taus": checker.taus}
-        sampler([0])  # warm-up
-        for guarded in (False, True):
-            workflow = GenerationWorkflow(sampler, generation_requests(n), batch_size=batch)
-            if guarded:  # the guard's overhead only: checking (and redrawing), no release written
-                guard = PrivacyGuard(checker, regenerate=workflow.regenerate, max_attempts=workflow.total_attempts - 1)
-                guard.attach(workflow)
-            synchronize(device)
-            start = time.perf_counter()
-            workflow.run()
-            synchronize(device)
-            seconds = time.perf_counter() - start
-            key = "guarded" if guarded else "unguarded"
-            result[f"{key}_seconds"] = seconds
-            result[f"{key}_images_per_s"] = n / seconds
-            if guarded:
-                result["guard_counts"] = workflow.state.privacy_summary["counts"]
-    result["guard_overhead"] = result["guarded_seconds"] / result["unguarded_seconds"] - 1.0
-    return result
+        for count in steps:
+            sampler = LatentDiffusionSampler(nets["autoencoder"], nets["unet"], DDIMScheduler(1000), 1.0, nets["latent_shape"], num_inference_steps=count, device=device)
+            sampler([0])  # warm-up
+            result = {"bundle": bundle, "images": n, "ddim_steps": count, "batch_size": batch, "guard_build_seconds": guard_build, "taus": checker.taus}
+            for guarded in (False, True):
+                workflow = GenerationWorkflow(sampler, generation_requests(n), batch_size=batch)
+                if guarded:  # the guard's overhead only: checking (and redrawing), no release written
+                    guard = PrivacyGuard(checker, regenerate=workflow.regenerate, max_attempts=workflow.total_attempts - 1)
+                    guard.attach(workflow)
+                synchronize(device)
+                start = time.perf_counter()
+                workflow.run()
+                synchronize(device)
+                seconds = time.perf_counter() - start
+                key = "guarded" if guarded else "unguarded"
+                result[f"{key}_seconds"] = seconds
+                result[f"{key}_images_per_s"] = n / seconds
+                if guarded:
+                    result["guard_counts"] = workflow.state.privacy_summary["counts"]
+            result["guard_overhead"] = result["guarded_seconds"] / result["unguarded_seconds"] - 1.0
+            result["guard_seconds_per_image"] = (result["guarded_seconds"] - result["unguarded_seconds"]) / n
+            results.append(result)
+    return results
 
 
-def run_phase(args: argparse.Namespace, phase: str) -> dict[str, Any]:
+def run_phase(args: argparse.Namespace, phase: str) -> Any:
     """One measurement in a fresh process (so memory figures do not inherit an earlier run's heap)."""
     command = [sys.executable, __file__, "--phase", phase, "--device", args.device, "--threads", str(args.threads),
-               "--iterations", str(args.iterations), "--repeat", str(args.repeat), "--images", str(args.images), "--steps", str(args.steps)] + (["--small"] if args.small else [])
+               "--iterations", str(args.iterations), "--repeat", str(args.repeat), "--images", str(args.images), "--steps", args.steps] + (["--small"] if args.small else [])
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def phase_result(args: argparse.Namespace) -> dict[str, Any]:
+def phase_result(args: argparse.Namespace) -> dict[str, Any] | list[dict[str, Any]]:
     kind, bundle, *loop = args.phase.split(":")
     device = torch.device(args.device)
     if kind == "train":
         return measure_training(bundle, loop[0], args.small, device, args.iterations, args.repeat)
-    return measure_sampling(bundle, args.small, device, args.images, args.steps)
+    return measure_sampling(bundle, args.small, device, args.images, [int(s) for s in args.steps.split(",")])
 
 
 def main() -> None:
@@ -216,10 +266,10 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="Small networks and images (CPU).")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch / faiss CPU threads.")
-    parser.add_argument("--iterations", type=int, default=20, help="Timed training steps.")
+    parser.add_argument("--iterations", type=int, default=10, help="Timed training steps (at least 10).")
     parser.add_argument("--repeat", type=int, default=3, help="Timed repetitions of the training steps (the best counts).")
     parser.add_argument("--images", type=int, default=16, help="Images generated per sampling measurement.")
-    parser.add_argument("--steps", type=int, default=10, help="DDIM steps.")
+    parser.add_argument("--steps", default="25,50", help="DDIM step counts of the sampling measurements, comma-separated.")
     parser.add_argument("--bundles", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--phase", default=None, help=argparse.SUPPRESS)
@@ -230,14 +280,15 @@ def main() -> None:
         return
     training, sampling = [], []
     for bundle in args.bundles:
-        for loop in ("plain", "monai_pso"):
+        for loop in LOOPS:
             training.append(run_phase(args, f"train:{bundle}:{loop}"))
             print(json.dumps(training[-1]), flush=True)
-        plain, ours = training[-2], training[-1]
-        ours["speedup_vs_plain"] = ours["samples_per_s"] / plain["samples_per_s"]
-        ours["memory_vs_plain"] = ours["peak_memory_mib"] / plain["peak_memory_mib"] if plain["peak_memory_mib"] else None
-        sampling.append(run_phase(args, f"sample:{bundle}"))
-        print(json.dumps(sampling[-1]), flush=True)
+        plain, latents, ours = training[-3:]
+        for baseline in (plain, latents):
+            ours[f"speedup_vs_{baseline['loop']}"] = ours["samples_per_s"] / baseline["samples_per_s"]
+            ours[f"memory_vs_{baseline['loop']}"] = ours["peak_memory_mib"] / baseline["peak_memory_mib"] if baseline["peak_memory_mib"] else None
+        sampling.extend(run_phase(args, f"sample:{bundle}"))
+        print(json.dumps(sampling[-2:]), flush=True)
     out = args.out or RESULTS / f"ldm_{'cpu' if args.device == 'cpu' else 'gpu'}.json"
     report = {
         "benchmark": "latent diffusion training (monai_pso vs model-zoo LDMTrainer loop) and guarded sampling",

@@ -1,4 +1,4 @@
-"""Helpers shared by the guard tests: planted near-copies, an independent brute-force distance, a small guard."""
+"""Helpers shared by the guard tests: planted near-copies, an independent brute-force distance, a small guard, a failing generator."""
 
 from __future__ import annotations
 
@@ -109,3 +109,21 @@ def pixel_indexed(source: str = CALIBRATION_SOURCE):
 
     loaded, embedder = load_source(source), PixelEmbedder()
     return loaded, embedder, build_index(loaded, embedder, progress=False)
+
+
+def generator_failures(real: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """What a failing generator draws, magnitudes at random: one image per real image and family."""
+    n, shape = len(real), real.shape[2:]
+    per_image = (n,) + (1,) * (real.ndim - 1)  # one magnitude per image, broadcast over its voxels
+    blobs = []
+    for _ in range(n):
+        blob = ndimage.gaussian_filter(rng.random(shape), rng.uniform(1.5, 5.0))
+        blobs.append(((blob - blob.min()) / (blob.max() - blob.min() + 1e-9))[None])
+    families = {
+        "heavy_blur": np.stack([ndimage.gaussian_filter(x[0], rng.uniform(2.5, 6.0))[None] for x in real]),
+        "blobs": np.stack(blobs),
+        "uniform_noise": rng.random(real.shape),
+        "flat": np.ones(real.shape) * rng.uniform(0.05, 0.95, per_image),
+        "noisy_real": real + rng.normal(0.0, 1.0, real.shape) * rng.uniform(0.15, 0.35, per_image),
+    }
+    return {name: np.clip(images, 0.0, 1.0).astype(np.float32) for name, images in families.items()}

@@ -95,7 +95,7 @@ def test_report_is_replaced_atomically(report_dir, workspace):
 def test_html_is_self_contained(report_dir):
     text = (report_dir / "report.html").read_text()
     sources = [part.split('"', 1)[0] for part in text.split('src="')[1:]]
-    assert len(sources) == 4 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert len(sources) == 6 and all(s.startswith("data:image/png;base64,") for s in sources)  # 4 privacy + 2 fidelity figures
     assert all(base64.b64decode(s.split(",", 1)[1])[:4] == b"\x89PNG" for s in sources)
     assert "http://" not in text and "https://" not in text and "<link" not in text and "<script" not in text
 
@@ -119,7 +119,7 @@ def test_html_renders_in_headless_chromium(report_dir, tmp_path):
     saturation = rgb.max(axis=2) - rgb.min(axis=2)
     assert (saturation > 100).mean() > 0.005  # the red and blue of the plots: the embedded PNGs were drawn
     dom = chromium("--dump-dom", url, profile=tmp_path / "profile-2").stdout
-    assert dom.count('<img alt=') == 4 and dom.count('src="data:image/png;base64,') == 4 and "Privacy audit" in dom
+    assert dom.count('<img alt=') == 6 and dom.count('src="data:image/png;base64,') == 6 and "Privacy audit" in dom
 
 
 def test_cumulative_audit_over_the_ledger(workspace):

@@ -97,7 +97,11 @@ def test_the_wheel_ships_every_bundle_and_finds_them_installed(tmp_path):
         archive.extractall(tmp_path / "site")
         names = set(archive.namelist())
     shipped = {f"monai_pso/bundles/{p.relative_to(BUNDLES).as_posix()}" for p in BUNDLES.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
-    assert shipped <= names
+    run_outputs = ("release", "runs")  # what running a bundle in place leaves: never shipped
+    shipped = {name for name in shipped if name.split("/")[3] not in run_outputs}
+    assert shipped <= names and {f"monai_pso/bundles/{name}/models/model.pt" for name in NAMES} <= names  # the weights ship
+    in_bundles = [name.split("/") for name in names if name.startswith("monai_pso/bundles/") and name.count("/") > 3]
+    assert "monai_pso/bundles/ldm_2d/privacy/guard.json" in names and not any(parts[3] in run_outputs for parts in in_bundles)
     code = "from monai_pso.engines.bundle_runs import bundle_names, bundle_template; print(bundle_template('ldm_2d')); print(bundle_names())"
     environment = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=environment)

@@ -53,7 +53,7 @@ def test_train_autoencoder_then_diffusion_from_any_directory(bundle, tmp_path, m
     run(config_file=configs(root, "train_autoencoder"), **overrides)
     run(config_file=configs(root, "train_autoencoder", "train_diffusion"), condition_mode="class", **overrides)
     ae = load_checkpoint(root / "models" / "autoencoder.pt")
-    diffusion = torch.load(root / "models" / "diffusion.pt", weights_only=True)
+    diffusion = torch.load(root / "models" / "model.pt", weights_only=True)
     assert {"autoencoder", "discriminator", "g_optimizer", "d_optimizer", "trainer"} <= set(ae)
     assert {"unet", "ema", "optimizer", "trainer"} <= set(diffusion)
     assert diffusion["trainer"]["iteration"] == 4 and diffusion["trainer"]["scale_factor"] > 0
@@ -91,7 +91,7 @@ def test_ldm_3d_guarded_generation_releases_nifti_and_records_it(tmp_path):
     checker = build_guard(source, root / "privacy", progress=False, n_bootstrap=100)
     run(config_file=configs(root, "train_autoencoder", "train_diffusion", "inference"), n=3, num_inference_steps=2, output_dir=str(tmp_path / "release"))
     manifest = json.loads((tmp_path / "release" / "manifest.json").read_text())
-    assert manifest["image_format"] == "nifti" and manifest["counts"]["requested"] == 3 and set(manifest["checks"]) == {"pixel", "pixel-tiles"}
+    assert manifest["image_format"] == "nifti" and manifest["counts"]["requested"] == 3 and set(manifest["checks"]) == {"pixel", "pixel-tiles", "copy", "copy-regions"}
     images = [nib.load(tmp_path / "release" / f["path"]).get_fdata(dtype=np.float32)[None] for f in manifest["files"]]
     assert len(images) == manifest["counts"]["released"] and all(f["path"].endswith(".nii.gz") for f in manifest["files"])
     assert images and checker.decide(np.stack(images)).released.all()  # the files as written pass
@@ -110,7 +110,7 @@ def test_multi_gpu_configs_run_two_processes_on_gloo(tmp_path):
     files = configs(root, "train_autoencoder", "train_diffusion", "multi_gpu_train_diffusion")
     overrides.pop("epoch_length")
     torch.multiprocessing.spawn(bundle_worker, args=(2, free_port(), files, overrides), nprocs=2, join=True)
-    diffusion = load_checkpoint(root / "models" / "diffusion.pt")
+    diffusion = load_checkpoint(root / "models" / "model.pt")
     assert not any(k.startswith("module.") for k in diffusion["unet"])  # saved unwrapped from DDP
     from monai_pso.engines.bundle import datalist
 

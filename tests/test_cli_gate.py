@@ -19,7 +19,7 @@ from monai_pso.io import sha256_file
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TRAINING = "phantom:2d?patients=10&acquisitions=3&size=32&seed=4"
+TRAINING = "phantom:2d?patients=20&acquisitions=3&size=32&seed=4"  # 10 patients left 6 held-out images: too few for the copy checks' tau
 
 
 def _invoke(*args: str):
@@ -78,7 +78,7 @@ def test_gate_releases_only_passing_images(guard_dir, tmp_path):
     assert files == sorted(released)
     manifest = json.loads((out / "manifest.json").read_text())
     rejected = 10 - len(released)
-    assert manifest["counts"] == {"requested": 10, "released": len(released), "too_close": rejected, "dropped": rejected, "draws": 10}
+    assert manifest["counts"] == {"requested": 10, "released": len(released), "too_close": rejected, "implausible": 0, "dropped": rejected, "draws": 10}  # no plausibility check with --index
     assert all(sha256_file(out / f["path"]) == f["sha256"] for f in manifest["files"]) and len(manifest["files"]) == len(released)
     assert set(manifest["checks"]) == {"pixel", "pixel-tiles"}
     assert {"summary.json", "distances.png"} <= {p.name for p in out.iterdir()}
@@ -168,7 +168,7 @@ def test_guard_build_then_gate_with_the_guard_folder(built_guard, tmp_path):
     from monai_pso.release.ledger import verify_ledger
 
     described = read_guard(built_guard)
-    assert [c["name"] for c in described["checks"]] == ["pixel", "pixel-tiles"] and all(c["tau"] > 0 for c in described["checks"])
+    assert [c["name"] for c in described["checks"]][:4] == ["pixel", "pixel-tiles", "copy", "copy-regions"] and all(c["tau"] > 0 for c in described["checks"])
     kinds = _candidates(tmp_path / "candidates")
     result = _invoke("gate", tmp_path / "candidates", "--guard", built_guard, "--out", tmp_path / "release", "--threads", "1")
     assert result.exit_code == 0, result.output
@@ -178,8 +178,9 @@ def test_guard_build_then_gate_with_the_guard_folder(built_guard, tmp_path):
     assert all(kinds[original[item]] == "unseen" for item in release.released_items) and release.released_items
     assert release.counts["too_close"] >= 4 and release.counts["requested"] == 10
     for row in release.rows:
-        per_check = [float(row[f"{c}_distance"]) >= float(row[f"{c}_tau"]) for c in ("pixel", "pixel-tiles")]
-        assert (row["released"] == "true") == all(per_check) == (float(row["nn_distance"]) >= float(row["threshold"]))
+        per_check = [float(row[f"{c['name']}_distance"]) >= float(row[f"{c['name']}_tau"]) for c in described["checks"]]
+        plausible = row["plausibility_decision"] != "fail"  # empty when the guard has no plausibility check
+        assert (row["released"] == "true") == (all(per_check) and plausible) == (float(row["nn_distance"]) >= float(row["threshold"]) and plausible)
     entries = verify_ledger(built_guard / "pixel" / "index")
     assert entries[-1].release_path == str((tmp_path / "release").resolve()) and "audit.csv" in entries[-1].files
 

@@ -81,7 +81,7 @@ def test_recheck_uses_the_guards_checks_and_views_and_finds_a_planted_shifted_co
     synthetic = SyntheticSet(records, pixel.tau, "released + planted", checks=list(checker.checks))
     result = _verify(None, synthetic, [{"item_id": item} for item in ids], train, None)
     assert result["violations"] == 1 and result["violating_items"] == ["planted"]
-    assert set(result["checks"]) == {"pixel", "pixel-tiles"} and all(c["violating_items"] == ["planted"] for c in result["checks"].values())
+    assert set(result["checks"]) == {"pixel", "pixel-tiles", "copy", "copy-regions"} and all(c["violating_items"] == ["planted"] for c in result["checks"].values())
     assert result["checks"]["pixel"]["query_views"] == pixel.threshold.query_views and result["checks"]["pixel"]["n_index_items"] == len(train)
     assert result["checks"]["pixel"]["views_from"] == "the check's threshold"
     clean = recheck_with_guard(released, training, checker)
@@ -109,10 +109,10 @@ def test_cli_trains_the_generator_guards_it_and_compares(tmp_path):
     requested = sorted(item["condition"] for item in manifest["items"])
     assert set(requested) <= set(train_labels) and len(set(train_labels)) == 2  # labels carried over, both classes
     checks = report["guard"]["verification"]["checks"]
-    assert set(checks) == {"pixel", "pixel-tiles"} and report["guard"]["violations"] == 0
+    assert set(checks) == {"pixel", "pixel-tiles", "copy", "copy-regions"} and report["guard"]["violations"] == 0
     for check in checks.values():
         assert check["n_synthetic"] == manifest["counts"]["released"] and check["min_distance"] >= check["tau"]
-    assert (tmp_path / "generator" / "models" / "diffusion.pt").is_file() and (tmp_path / "roc.png").is_file()
+    assert (tmp_path / "generator" / "models" / "model.pt").is_file() and (tmp_path / "roc.png").is_file()
 
 
 def test_cli_refuses_multilabel_generation(tmp_path):

@@ -17,7 +17,7 @@ SMALL_REID = dict(spatial_dims=2, dim=8, channels=(8, 8, 8, 8), input_size=16)
 
 
 def test_every_embedder_is_registered_under_its_name():
-    assert {name: cls.name for name, cls in EMBEDDERS.items()} == {"pixel": "pixel", "reid": "reid", "latent": "latent"}
+    assert {name: cls.name for name, cls in EMBEDDERS.items()} == {"pixel": "pixel", "reid": "reid", "latent": "latent", "fidelity": "fidelity", "aligned": "aligned"}
     assert isinstance(create_embedder("pixel", tiles=3), PixelEmbedder)
     assert isinstance(create_embedder("reid", **SMALL_REID), ReidEmbedder)
 

@@ -9,7 +9,9 @@ import torch
 from monai_pso.data import load_image, load_source
 from monai_pso.embed import ReidEmbedder, load_embedder, train_reid, verification_auc
 from monai_pso.embed.augment import BatchAugment
-from monai_pso.embed.reid_training import supervised_contrastive_loss
+from monai_pso.embed.pixel import PixelEmbedder
+from monai_pso.embed.reid_training import IdentityBatches, supervised_contrastive_loss
+from monai_pso.embed.verification import guard_style_split, nearest_reference_auc
 from monai_pso.errors import DataSourceError, ImageValueError
 
 TINY = dict(dim=16, channels=(8, 8, 16, 16), batch_size=8, progress=False)
@@ -99,3 +101,48 @@ def test_reid_refuses_wrong_dimensionality_and_single_patient_sources():
 def test_embed_accepts_loaded_records(phantom_2d_source, trained_2d):
     records = load_source(phantom_2d_source).records[:2]
     assert len(trained_2d.embed([load_image(r) for r in records])) == 2
+
+
+def test_identity_batches_pair_other_acquisitions_and_mine_look_alike_strangers():
+    rng = np.random.default_rng(int(np.random.SeedSequence().entropy % 2**32))
+    patients = [f"p{i}" for i in range(8) for _ in range(int(rng.integers(2, 5)))] + [f"single{i}" for i in range(6)]
+    thumbnails = torch.as_tensor(rng.uniform(0, 1, (len(patients), 16)), dtype=torch.float32)
+    batches = IdentityBatches(patients, thumbnails, batch_size=int(rng.integers(2, 9)), seed=int(rng.integers(0, 1000)), k=3)
+    labels = np.asarray(patients)
+    seen = set()
+    for chosen, batch_labels in batches.epoch():
+        third = len(chosen) // 3
+        anchors, partners, negatives = chosen[:third], chosen[third : 2 * third], chosen[2 * third :]
+        assert not any(labels[a].startswith("single") for a in anchors)  # single-image patients are negatives only
+        assert (partners != anchors).all() and (labels[partners] == labels[anchors]).all()  # another acquisition
+        assert (labels[negatives] != labels[anchors]).all()
+        for a, n in zip(anchors, negatives):
+            others = np.flatnonzero(labels != labels[a])
+            gaps = (thumbnails[others] - thumbnails[a]).norm(dim=1).numpy()
+            assert (thumbnails[n] - thumbnails[a]).norm() <= np.sort(gaps)[2] + 1e-6  # among the 3 nearest strangers
+        assert torch.equal(batch_labels, torch.as_tensor(batches.labels[chosen]))
+        seen.update(anchors.tolist())
+    assert seen == {i for i, p in enumerate(patients) if not p.startswith("single")}
+
+
+def test_fine_tuning_starts_from_the_given_network(trained_2d):
+    tuned = train_reid("phantom:2d?patients=8&acquisitions=2&size=32&seed=2", epochs=1, initial=trained_2d, learning_rate=1e-4, **TINY)
+    assert tuned.settings["input_size"] == trained_2d.settings["input_size"] and tuned.provenance["fine_tuned_from"] == trained_2d.fingerprint
+    before, after = trained_2d.state_dict(), tuned.state_dict()
+    assert set(before) == set(after) and any(not torch.equal(before[k], after[k]) for k in before)
+    assert "val_nearest_auc" in tuned.provenance
+
+
+def test_nearest_reference_auc_splits_patients_as_the_guard_meets_them():
+    patients = [p for p in "abcdef" for _ in range(3)] + ["g"]
+    reference, probe, trained = guard_style_split(patients, seed=0)
+    labels = np.asarray(patients)
+    assert not (reference & probe).any() and (reference | probe).all()
+    trained_patients, probe_patients = set(labels[trained]), set(labels[probe & ~trained])
+    assert len(trained_patients) == 3 and not trained_patients & probe_patients and "g" not in trained_patients | probe_patients
+    assert all(set(labels[reference]) >= {p} for p in trained_patients) and not set(labels[reference]) & probe_patients
+    images = torch.rand(len(patients), 1, 16, 16)
+    for i, p in enumerate(patients):  # each patient's images: one base with small noise
+        images[i] = images[patients.index(p)] * 0.95 + 0.05 * torch.rand(1, 16, 16)
+    assert nearest_reference_auc(PixelEmbedder(flip_axes=[]), images, patients) == 1.0
+    assert nearest_reference_auc(PixelEmbedder(flip_axes=[]), images[:3], patients[:3]) is None  # one patient: no unseen probe

@@ -2,7 +2,7 @@
 
 Near-copies: exact copy, mirror image, 1 and 2 pixel shifts, turns of 3 and 5 degrees, Gaussian noise,
 intensity scale and offset, and a half-size region pasted into another image. The default guard
-(:func:`monai_pso.guard.build_guard`: whole-image and tile pixel checks, tau calibrated on the
+(:func:`monai_pso.guard.build_guard`: whole-image and tile pixel checks and the copy checks, tau calibrated on the
 ``val`` split) must reject all of them; the share of unseen ``test`` images it releases is printed.
 """
 
@@ -24,7 +24,7 @@ def _check_guard(label: str, source: DataSource, checker: PrivacyChecker, n_sour
     train = source.split("train")
     kinds, planted = planted_set(train, n_sources)
     planted_decisions = checker.decide(planted)
-    recall = recall_by_kind(kinds, planted_decisions.released)
+    recall = recall_by_kind(kinds, planted_decisions.private)  # refused by the copy checks, not by plausibility
     test_images = np.stack([load_image(r) for r in source.split("test").records[:n_test]])
     test_decisions = checker.decide(test_images)
     taus = ", ".join(f"{c.name} tau={c.tau:.4f} (rule {c.threshold.applied_rule}, near-duplicates {c.threshold.near_duplicate_share:.1%})" for c in checker.checks)
@@ -35,7 +35,7 @@ def _check_guard(label: str, source: DataSource, checker: PrivacyChecker, n_sour
     train_images = np.stack([load_image(r) for r in train])
     queries = np.concatenate([planted, test_images])
     passed, distances = brute_force_released(checker, train_images, queries)
-    np.testing.assert_array_equal(passed, np.concatenate([planted_decisions.released, test_decisions.released]))
+    np.testing.assert_array_equal(passed, np.concatenate([planted_decisions.private, test_decisions.private]))  # the copy checks' decisions
     for name, values in distances.items():
         guard_values = np.concatenate([planted_decisions.distances[name], test_decisions.distances[name]])
         np.testing.assert_allclose(guard_values, values, rtol=1e-10, atol=1e-12)
@@ -47,7 +47,7 @@ def test_phantom_planted_copies_are_all_rejected(tmp_path):
     source = load_source(PHANTOM)
     built = build_guard(source, tmp_path / "guard", progress=False, n_bootstrap=200)
     checker = load_checker(tmp_path / "guard")  # the guard as every gate reads it back from its folder
-    assert checker.names == built.names == ["pixel", "pixel-tiles"] and checker.taus == built.taus
+    assert checker.names == built.names == ["pixel", "pixel-tiles", "copy", "copy-regions"] and checker.taus == built.taus
     _check_guard("phantom", source, checker, n_sources=10)
 
 

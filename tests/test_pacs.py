@@ -158,7 +158,7 @@ def test_a_generated_dicom_release_reaches_the_pacs_redrawn_images_included(orth
     redrawn = {original[row["item"]] for row in draws if row["outcome"] == "redrawn"}
     items = {original[row["item"]]: row for row in csv_module.DictReader((tmp_path / "release" / "audit.csv").open())}
     assert "synthetic-00002" in redrawn and items["synthetic-00002"]["released"] == "true"  # redrawn, then released
-    assert guard.names == ["pixel", "pixel-tiles"]
+    assert guard.names == ["pixel", "pixel-tiles", "copy", "copy-regions"]
 
     result = _cli("export", tmp_path / "release", *_pacs_args(orthanc))
     assert result.exit_code == 0, result.output

@@ -112,7 +112,7 @@ def guard_copy(guard_dir, tmp_path) -> Path:
 def test_an_untouched_guard_loads(guard_copy):
     document = read_guard(guard_copy)
     assert document[INTEGRITY_KEY] == content_sha256(document)
-    assert load_checker(guard_copy).names == ["pixel", "pixel-tiles"]
+    assert load_checker(guard_copy).names == ["pixel", "pixel-tiles", "copy", "copy-regions"]
 
 
 GUARD_EDITS: dict[str, Callable[[dict[str, Any]], None]] = {

@@ -64,6 +64,20 @@ def default_audit_embedder(spatial_dims: int) -> Embedder:
     return PixelEmbedder(grid=AUDIT_GRID[spatial_dims], smoothing=AUDIT_SMOOTHING)
 
 
+def guard_identity_embedder(index_dir: str | Path) -> Embedder | None:
+    """The identity check's network of the guard folder whose primary index is ``index_dir``
+    (``GUARD_DIR/pixel/index``), or ``None`` when that guard has no identity check (or is no guard folder)."""
+    from monai_pso.embed.registry import load_embedder
+    from monai_pso.guard.folder import GUARD_FILE, read_guard
+    from monai_pso.guard.identity import CHECK_NAME
+
+    guard_dir = Path(index_dir).expanduser().resolve().parents[1]
+    if not (guard_dir / GUARD_FILE).is_file():
+        return None
+    entry = next((e for e in read_guard(guard_dir)["checks"] if e["name"] == CHECK_NAME), None)
+    return None if entry is None else load_embedder(guard_dir / entry["embedder_dir"], entry["embedder_fingerprint"])
+
+
 def guard_embedder(settings: dict[str, Any] | None) -> Embedder | None:
     """The guard's embedder rebuilt from the settings in the index manifest, or ``None`` if it cannot be
     (e.g. its weights file is not where the manifest says)."""

@@ -88,3 +88,42 @@ def roc_figure(fpr: np.ndarray, tpr: np.ndarray, auc: float, ci: tuple[float, fl
     axes.set_title("Membership signal")
     axes.legend(loc="lower right", fontsize=8)
     return _png(figure)
+
+
+def fidelity_bars(scores: Sequence[str], release: Sequence[tuple[float, tuple[float, float]]], baseline: Sequence[tuple[float, tuple[float, float]]]) -> bytes:
+    """Each fidelity score (value and interval) of the release beside the real-data baseline's.
+
+    Examples
+    --------
+    >>> fidelity_bars(["precision"], [(0.2, (0.1, 0.3))], [(0.9, (0.85, 0.95))])[:4] == b"\\x89PNG"
+    True
+    """
+    figure = Figure(figsize=(6.4, 3.6), dpi=100)
+    axes = figure.add_subplot()
+    x = np.arange(len(scores))
+    for offset, (label, rows, colour) in zip((-0.2, 0.2), (("release", release, "tab:red"), ("real baseline (held-out vs training)", baseline, "tab:blue"))):
+        values = [v for v, _ in rows]
+        errors = np.array([[v - lo, hi - v] for v, (lo, hi) in rows]).T.clip(min=0)
+        axes.bar(x + offset, values, width=0.4, yerr=errors, capsize=4, color=colour, label=label)
+    axes.set_xticks(x, list(scores))
+    axes.set_ylim(0, max(1.35, 1.15 * max(hi for _, (_, hi) in [*release, *baseline])))  # room for the legend above 1
+    axes.axhline(1.0, color="gray", linewidth=0.8, linestyle=":")
+    axes.set_ylabel("score (density may exceed 1)")
+    axes.set_title("Fidelity, diversity, authenticity")
+    axes.legend(fontsize=8, loc="upper left", ncols=2)
+    return _png(figure)
+
+
+def fidelity_distance_histogram(release: np.ndarray, baseline: np.ndarray, radius: float, bins: int = 30) -> bytes:
+    """Distance of each released (and each held-out, baseline) image to the nearest real reference image, fidelity embedding."""
+    figure = Figure(figsize=(6.4, 3.6), dpi=100)
+    axes = figure.add_subplot()
+    top = float(max(np.max(release), np.max(baseline), radius, 1e-12))
+    axes.hist(release, bins=bins, range=(0, top), alpha=0.6, density=True, label="released images to held-out", color="tab:red")
+    axes.hist(baseline, bins=bins, range=(0, top), alpha=0.6, density=True, label="held-out images to training", color="tab:blue")
+    axes.axvline(radius, color="black", linestyle="--", linewidth=1, label="median k-NN radius of held-out images")
+    axes.set_xlabel("distance to the nearest real image (fidelity embedding)")
+    axes.set_ylabel("density")
+    axes.set_title("How far from real images")
+    axes.legend(fontsize=8)
+    return _png(figure)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from monai_pso.audit.embedders import default_audit_embedder, guard_embedder, parse_embedder_spec
+from monai_pso.audit.embedders import default_audit_embedder, guard_embedder, guard_identity_embedder, parse_embedder_spec
 from monai_pso.audit.inputs import (
     check_training_images,
     cohort_records,
@@ -79,7 +79,9 @@ def audit_release(request: AuditRequest) -> AuditResult:
     else:
         release = read_release(request.release_dir, reference)
     training = training_records(reference, request.training)
-    guard = GuardReference(guard_embedder(reference.embedder_settings), release.threshold, reference.embedder_fingerprint, reference.fingerprint)
+    guard = GuardReference(
+        guard_embedder(reference.embedder_settings), release.threshold, reference.embedder_fingerprint, reference.fingerprint, guard_identity_embedder(request.index_dir)
+    )
     if guard.embedder is not None:
         check_training_images(training, reference, guard.embedder)
     cohorts = AuditCohorts(

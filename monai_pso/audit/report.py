@@ -24,6 +24,7 @@ from typing import Any
 
 from monai_pso import __version__
 from monai_pso.audit import figures
+from monai_pso.audit.fidelity import SCORES as FIDELITY_SCORES
 from monai_pso.audit.runner import AuditResult
 from monai_pso.errors import DataSourceError
 from monai_pso.io import staged_folder
@@ -38,7 +39,7 @@ def _ci(bounds: Sequence[float]) -> str:
 def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str, str, str, str]]:
     """(test, estimate, interval, p-value, what "no leakage" looks like) for the headline table."""
     level = f"{100 * report['confidence']:g}%"
-    so, dcr = report["singling_out"], report["dcr"]
+    so, dcr, identity = report["singling_out"], report["dcr"], report.get("identity_singling_out")
     return [
         ("DCR: released nearer training than holdout (AUC)", f"{report['dcr_auc']:.3f}", f"{level}: {_ci(report['dcr_auc_ci'])}", f"{report['dcr_p_value']:.3g}", "0.5"),
         (
@@ -51,6 +52,7 @@ def summary_rows(report: Mapping[str, Any]) -> list[tuple[str, str, str, str, st
         ("Singling-out risk", f"{report['singling_out_risk']:.3f}", f"{level}: {_ci(report['singling_out_risk_ci'])}", "", "0"),
         ("- attack rate (training patients)", f"{so['attack_rate']['value']:.3f}", f"{level}: {_ci(so['attack_rate']['ci'])}", "", "= control rate"),
         ("- control rate (control patients)", f"{so['control_rate']['value']:.3f}", f"{level}: {_ci(so['control_rate']['ci'])}", "", ""),
+        *([("Singling-out risk, guard's identity embedding", f"{identity['risk']:.3f}", f"{level}: {_ci(identity['ci'])}", "", "0")] if identity else []),
         ("Membership AUC", f"{report['membership_auc']:.3f}", f"{level}: {_ci(report['membership_auc_ci'])}", "", "0.5"),
     ]
 
@@ -70,7 +72,39 @@ def copy_rows(report: Mapping[str, Any]) -> list[tuple[str, ...]]:
     ]
 
 
+def fidelity_rows(report: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    """(row, precision, recall, density, coverage, authenticity, FID, KID), each score with its interval:
+    the release against held-out real images, then the real-data baseline (held-out against training)."""
+    if report.get("fidelity_baseline") is None:
+        return []
+    release = dict(report["fidelity"], fid=report["fid"])
+    release.update({key: report[key] for name in (*FIDELITY_SCORES, "kid") for key in (name, f"{name}_ci")})
+    baseline = report["fidelity_baseline"]
+    labels = (
+        f"release: {release['synthetic_images']} released vs {release['reference_images']} held-out",
+        f"real baseline: {baseline['synthetic_images']} held-out vs {baseline['reference_images']} training",
+    )
+    rows = []
+    for label, row in zip(labels, (release, baseline)):
+        scores = [f"{row[name]:.3f} [{_ci(row[f'{name}_ci'])}]" for name in FIDELITY_SCORES]
+        rows.append((label, *scores, f"{row['fid']:.4g}", f"{row['kid']:.3g} [{row['kid_ci'][0]:.3g}, {row['kid_ci'][1]:.3g}]"))
+    return rows
+
+
+def fidelity_note(report: Mapping[str, Any]) -> str:
+    """How to read the fidelity table: its feature space, ``k`` and the baseline."""
+    space = report["fidelity_feature_space"]
+    return (
+        f"Feature space: {space['name']} embedding (fingerprint {space['fingerprint'][:12]}), k = {report['fidelity']['nearest_k']}; "
+        f"{100 * report['confidence']:g}% percentile-bootstrap intervals. Read each release figure against the real baseline row, "
+        "what held-out real images score: precision and density far below it mean images unlike real ones, recall and coverage "
+        "below it a release that misses real variety (both also grow with the release's size), authenticity below it copies of "
+        "training images; FID and KID (lower is closer) are biased at small sizes, compare them only at similar sizes."
+    )
+
+
 SUMMARY_HEADER = ("test", "estimate", "interval", "p-value", "no leakage")
+FIDELITY_HEADER = ("images", "precision", "recall", "density", "coverage", "authenticity", "FID", "KID")
 COPY_HEADER = ("embedder", "level", "distance", "released within (share, CI)", "holdout within (share, CI)", "training patients copied")
 
 
@@ -110,6 +144,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         _markdown_table(SUMMARY_HEADER, summary_rows(report)),
         "## Copy rates",
         _markdown_table(COPY_HEADER, copy_rows(report)),
+    ]
+    if fidelity_rows(report):
+        parts += ["## Fidelity and diversity", fidelity_note(report), _markdown_table(FIDELITY_HEADER, fidelity_rows(report))]
+    parts += [
         "## Facts",
         "\n".join(f"- **{k}:** {v}" for k, v in _facts(report)),
     ]
@@ -161,6 +199,28 @@ def render_html(report: Mapping[str, Any], result: AuditResult) -> str:
                 "The released images closest to a training image in the audit embedding, each beside that training image.",
             )
         )
+    fidelity_section = ""
+    if result.fidelity is not None:
+        release, baseline = result.fidelity.release, result.fidelity.baseline
+        pick = lambda scores: [(getattr(scores, n).value, getattr(scores, n).ci) for n in FIDELITY_SCORES]  # noqa: E731
+        plots = [
+            _img(
+                figures.fidelity_bars(FIDELITY_SCORES, pick(release), pick(baseline)),
+                "fidelity scores",
+                "Precision, recall, density, coverage (Naeem et al. 2020) and authenticity (Alaa et al. 2022) of the release, "
+                "beside what held-out real images score against training. A release that looks real scores near the baseline.",
+            ),
+            _img(
+                figures.fidelity_distance_histogram(release.nearest_reference, baseline.nearest_reference, release.reference_radius),
+                "distance to real images",
+                "Distance from each released image to the nearest held-out real image, and from each held-out image to the nearest "
+                "training image, in the fidelity embedding. Images unlike real data lie far to the right of the dashed radius.",
+            ),
+        ]
+        fidelity_section = (
+            f"<h2>Fidelity and diversity</h2><p>{html.escape(fidelity_note(report))}</p>"
+            f"{_html_table(FIDELITY_HEADER, fidelity_rows(report))}{''.join(plots)}"
+        )
     facts = "".join(f"<li><b>{html.escape(k)}:</b> {html.escape(v)}</li>" for k, v in _facts(report))
     caveats = "".join(f"<li>{html.escape(w)}</li>" for w in report["warnings"])
     return (
@@ -171,6 +231,7 @@ def render_html(report: Mapping[str, Any], result: AuditResult) -> str:
         f"{_html_table(SUMMARY_HEADER, summary_rows(report))}"
         f"<h2>Figures</h2>{''.join(images)}"
         f"<h2>Copy rates</h2>{_html_table(COPY_HEADER, copy_rows(report))}"
+        f"{fidelity_section}"
         f"<h2>Facts</h2><ul>{facts}</ul>"
         + (f"<h2>Caveats</h2><ul>{caveats}</ul>" if caveats else "")
         + f"<p><small>monai-pso {html.escape(report['monai_pso_version'])}, {html.escape(report['created'])}</small></p>"

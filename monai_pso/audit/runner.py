@@ -19,11 +19,13 @@ from monai_pso.audit.copy_rate import DEFAULT_FRACTIONS, CopyRateRow, copy_level
 from monai_pso.audit.dcr import DEFAULT_QUANTILE as DCR_QUANTILE
 from monai_pso.audit.dcr import DcrResult, dcr_test
 from monai_pso.audit.distances import EmbeddedImages, Nearest, embed_records, nearest, patient_minimum
+from monai_pso.audit.fidelity import DEFAULT_NEAREST_K, SCORES, FidelityResult, fidelity_audit
 from monai_pso.audit.membership import MembershipResult, membership_signal
 from monai_pso.audit.singling_out import DEFAULT_QUANTILE, SinglingOutResult, singling_out_attack
-from monai_pso.audit.verdict import conclude
-from monai_pso.data import ImageRecord
+from monai_pso.audit.verdict import conclude, measurability
+from monai_pso.data import ImageRecord, load_image
 from monai_pso.embed.base import Embedder
+from monai_pso.embed.fidelity import FidelityEmbedder
 from monai_pso.errors import ConfigurationError, DataSourceError
 
 
@@ -50,6 +52,11 @@ class AuditSettings:
     dcr_quantile
         ``q`` of the DCR close share: released images closer to training than the holdout's ``q``-th
         percentile distance to training.
+    fidelity
+        Also measure fidelity, diversity and authenticity (:mod:`monai_pso.audit.fidelity`) in the
+        ``fidelity`` embedding, with the real-data baseline.
+    nearest_k
+        ``k`` of the fidelity figures' nearest-neighbour balls.
     """
 
     confidence: float = 0.95
@@ -60,6 +67,8 @@ class AuditSettings:
     pairs_shown: int = 6
     singling_quantile: float = DEFAULT_QUANTILE
     dcr_quantile: float = DCR_QUANTILE
+    fidelity: bool = True
+    nearest_k: int = DEFAULT_NEAREST_K
 
 
 @dataclass
@@ -93,12 +102,16 @@ class GuardReference:
         The release's ``tau``.
     embedder_fingerprint, index_fingerprint
         Recorded in the report; the first tells whether the audit embedding is independent.
+    identity_embedder
+        The network of the guard's identity check (``GUARD_DIR/identity/embedder``): adds singling out
+        in the identity embedding (a released image the re-identification links to exactly one training patient).
     """
 
     embedder: Embedder | None = None
     threshold: float | None = None
     embedder_fingerprint: str | None = None
     index_fingerprint: str | None = None
+    identity_embedder: Embedder | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +140,8 @@ class AuditResult:
     holdout_to_training: np.ndarray  #: per holdout image of the DCR test (one per patient), the same distance
     nearest_pairs: list[NearestPair]
     warnings: list[str] = field(default_factory=list)
+    fidelity: FidelityResult | None = None  #: fidelity, diversity and authenticity, with the real baseline
+    identity_singling_out: SinglingOutResult | None = None  #: singling out in the guard's identity embedding, when it has one
 
     @property
     def independent_of_guard(self) -> bool | None:
@@ -151,8 +166,11 @@ class AuditResult:
             "membership_auc": self.membership.auc,
             "membership_auc_ci": list(self.membership.ci),
             "confidence": self.settings.confidence,
+            **self._fidelity_keys(),
+            "measurability": measurability(self).to_dict(),
             "dcr": self.dcr.to_dict(),
             "singling_out": self.singling_out.to_dict(),
+            "identity_singling_out": None if self.identity_singling_out is None else self.identity_singling_out.to_dict(),
             "membership": self.membership.to_dict(),
             "copy_rate": [row.to_dict() for row in self.copy_rates],
             "counts": dict(self.counts),
@@ -174,9 +192,21 @@ class AuditResult:
                 "copy_fractions": list(self.settings.fractions),
                 "singling_quantile": self.settings.singling_quantile,
                 "dcr_quantile": self.settings.dcr_quantile,
+                "fidelity_nearest_k": self.settings.nearest_k,
             },
             "warnings": list(self.warnings),
         }
+
+    def _fidelity_keys(self) -> dict[str, Any]:
+        """Top-level ``precision``, ``recall``, ... with ``*_ci``, ``fid``, ``kid``, the feature space and the baseline row (``None`` when not measured)."""
+        names = [*SCORES, "kid"]
+        if self.fidelity is None:
+            empty = {key: None for name in names for key in (name, f"{name}_ci")}
+            return {**empty, "fid": None, "fidelity": None, "fidelity_feature_space": None, "fidelity_baseline": None}
+        release = self.fidelity.release.to_dict()
+        keys = {key: release.pop(key) for name in names for key in (name, f"{name}_ci")}
+        keys["fid"] = release.pop("fid")
+        return {**keys, "fidelity": release, "fidelity_feature_space": self.fidelity.feature_space, "fidelity_baseline": self.fidelity.baseline.to_dict()}
 
 
 def embedder_label(embedder: Embedder) -> str:
@@ -195,6 +225,18 @@ def _copy_rows(
 
 def _embed_all(cohorts: AuditCohorts, embedder: Embedder, settings: AuditSettings, names: Sequence[str]) -> dict[str, EmbeddedImages]:
     return {name: embed_records(getattr(cohorts, name), embedder, settings.batch_size, f"{name} ({embedder.name})") for name in names}
+
+
+def fidelity_of(cohorts: AuditCohorts, settings: AuditSettings) -> FidelityResult:
+    """Fidelity, diversity and authenticity of the release, and the real baseline, in the ``fidelity`` embedding."""
+    embedder = FidelityEmbedder(spatial_dims=load_image(cohorts.release[0]).ndim - 1)
+    sets = _embed_all(cohorts, embedder, settings, ("release", "training", "holdout"))
+    features = {name: embedded.reference.vectors[:, 0] for name, embedded in sets.items()}
+    space = {"name": embedder.name, "fingerprint": embedder.fingerprint, "settings": embedder.settings}
+    return fidelity_audit(
+        features["release"], features["holdout"], features["training"], space,
+        settings.nearest_k, settings.confidence, settings.n_resamples, settings.seed,
+    )  # fmt: skip
 
 
 def run_audit(
@@ -237,6 +279,10 @@ def run_audit(
     )  # fmt: skip
     release_nearest, holdout_to_training, reference = dcr_distances.released, dcr_distances.holdout, dcr_distances.reference
     singling = singling_out_attack(release, training, control, settings.confidence, settings.seed, settings.singling_quantile)
+    identity_singling = None
+    if guard.identity_embedder is not None:
+        linked = _embed_all(cohorts, guard.identity_embedder, settings, ("release", "training", "control"))
+        identity_singling = singling_out_attack(linked["release"], linked["training"], linked["control"], settings.confidence, settings.seed, settings.singling_quantile)
     members = patient_minimum(nearest(training, release).distance, training.patient_ids)[1]
     non_members = patient_minimum(nearest(holdout, release).distance, holdout.patient_ids)[1]
     membership = membership_signal(members, non_members, settings.confidence, settings.n_resamples, settings.seed)
@@ -257,6 +303,7 @@ def run_audit(
         other_holdout = nearest(other["holdout"], other["training"]).distance
         copy_rows += _copy_rows(embedder_label(embedder), other_nearest, other_holdout, other["training"], settings, tau)
 
+    fidelity = fidelity_of(cohorts, settings) if settings.fidelity and len(holdout) > settings.nearest_k else None
     counts = {
         "released_images": len(release),
         "training_patients": len(training.patients()),
@@ -270,6 +317,8 @@ def run_audit(
         "singling_out_patients_per_side": singling.patients_per_side,
     }
     warnings = _warnings(counts, guard, primary, dcr, settings.confidence)
+    if settings.fidelity and fidelity is None:
+        warnings.append(f"fidelity figures not measured: {len(holdout)} holdout images, the k-NN balls need more than k={settings.nearest_k}")
     return AuditResult(
         label,
         primary.fingerprint,
@@ -284,6 +333,8 @@ def run_audit(
         holdout_to_training[reference],
         pairs,
         warnings,
+        fidelity,
+        identity_singling,
     )
 
 

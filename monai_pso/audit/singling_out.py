@@ -20,6 +20,11 @@ numbers of patients on both sides (Anonymeter corrects for unequal sizes with a 
 subsample instead). The risk is Anonymeter's ``(attack - control) / (1 - control)`` on the Wilson
 rates, with its propagated interval (:class:`monai_pso.audit.intervals.Risk`): 0 means the release
 singles out training patients no more often than patients it never saw.
+
+When the guard has an identity check (``GUARD_DIR/identity/``), the audit runs the same attack in its
+re-identification embedding too (``identity_singling_out`` in ``report.json``): a ball there that holds
+exactly one training patient is a released image the identity network links to that one person, even
+when it is no copy of any of their images.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -42,6 +44,18 @@ class PatientResampler:
 def bootstrap_percentile(values: np.ndarray, resampler: PatientResampler, percentile: float, n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` replicate values of ``np.percentile(values, percentile)`` over patient-resampled images."""
     return np.array([np.percentile(values[resampler.sample(rng)], percentile) for _ in range(n)])
+
+
+def bootstrap_statistic(values: np.ndarray, resampler: PatientResampler, statistic: Callable[[np.ndarray], float], n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` replicate values of ``statistic(values)`` over patient-resampled images.
+
+    Examples
+    --------
+    >>> reps = bootstrap_statistic(np.array([0.0, 1.0, 1.0]), PatientResampler(np.array(["a", "b", "b"])), np.mean, 100, np.random.default_rng(0))
+    >>> bool(reps.min() >= 0.0 and reps.max() <= 1.0), reps.shape
+    (True, (100,))
+    """
+    return np.array([statistic(values[resampler.sample(rng)]) for _ in range(n)])
 
 
 def auc_smaller(smaller: np.ndarray, larger: np.ndarray) -> float:

@@ -228,6 +228,7 @@ def calibrate_threshold(
     *,
     training: DataSource | str | None = None,
     training_split: str = "train",
+    same_from_training: bool = True,
     near_duplicate_factor: float | None = 0.5,
     views: QueryViews | None = None,
     confidence: float = 0.95,
@@ -258,6 +259,9 @@ def calibrate_threshold(
         Patient bootstrap replicates, their seed and the interval level.
     training, training_split
         The training images for same-patient pairs; default: the source the index records.
+    same_from_training
+        ``False``: same-patient distances from the holdout only (for an embedder trained on the training
+        split's pairs, whose own pairs lie closer than new ones).
     near_duplicate_factor
         Held-out images closer than this times the median held-out distance are near-duplicates of
         training images and are left out of the holdout percentile (``None`` keeps them).
@@ -310,7 +314,7 @@ def calibrate_threshold(
             "distance of a training image (near-duplicates across splits); they are left out of the holdout percentile"
         )
 
-    training_images = _training_source(index, training, training_split, notes)
+    training_images = _training_source(index, training, training_split, notes) if same_from_training else None
     held_same = same_patient_distances(embedder, held, views, index, progress)
     training_same = [same_patient_distances(embedder, training_images, views, index, progress)] if training_images is not None else []
     same = PatientDistances.concat([held_same, *training_same])

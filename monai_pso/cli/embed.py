@@ -20,7 +20,11 @@ def _report(provenance: dict) -> str:
     images, patients = provenance["val_images"], provenance["val_patients"]
     if provenance["val_auc"] is None:
         return f"val AUC n/a: the val split has {images} image(s) of {patients} patient(s); it needs 2 patients or more"
-    return f"val AUC {provenance['val_auc']:.3f} on {images} images of {patients} patients (pixel embedder: {provenance['pixel_val_auc']:.3f})"
+    pairs = f"val AUC {provenance['val_auc']:.3f} on {images} images of {patients} patients (pixel embedder: {provenance['pixel_val_auc']:.3f})"
+    nearest = provenance.get("val_nearest_auc")
+    if nearest is None:
+        return f"{pairs}; as the guard decides (1:N): n/a, too few val patients with repeat images"
+    return f"{pairs}; as the guard decides (1:N): {nearest:.3f} (pixel embedder: {provenance['pixel_val_nearest_auc']:.3f})"
 
 
 @embed.command("train")

@@ -1,6 +1,6 @@
 """``monai-pso generate``: a guarded release from a trained ldm_2d / ldm_3d bundle.
 
-The bundle folder holds ``configs/`` (the bundle's), ``models/autoencoder.pt`` and ``models/diffusion.pt``
+The bundle folder holds ``configs/`` (the bundle's), ``models/autoencoder.pt`` and ``models/model.pt``
 (its training output) and ``privacy/``, the guard folder (``monai-pso guard build SOURCE --out BUNDLE/privacy``,
 as the demo does). The release is recorded in the ledger of the guard's primary index. Under ``torchrun``
 each rank generates its share of the requests and one release is written.
@@ -32,9 +32,13 @@ def release_report(release: Path) -> list[str]:
     opened = open_release(release)
     counts, generation = opened.counts, opened.summary.get("generation") or {}
     taus = ", ".join(f"{name} {check['tau']:.4g}" for name, check in opened.summary["checks"].items())
-    lines = [f"released {counts['released']} of {counts['requested']} requested images ({counts['draws']} draws checked, {counts['too_close']} too close after every redraw)"]
+    lines = [
+        f"released {counts['released']} of {counts['requested']} requested images ({counts['draws']} draws checked; after every redraw "
+        f"{counts['too_close']} too close, {counts['implausible']} implausible)"
+    ]
     if generation:
-        lines.append(f"draws: rejection rate {generation['rejection_rate']:.1%}, {generation['counts']['regenerated']} redrawn")
+        draws = generation["counts"]
+        lines.append(f"draws: rejection rate {generation['rejection_rate']:.1%} ({draws['too_close']} too close, {draws['implausible']} implausible), {draws['regenerated']} redrawn")
     return lines + [
         f"tau: {taus}",
         f"images:    {release / 'images'}",
@@ -49,14 +53,14 @@ def alarm_lines(summary: dict[str, Any]) -> list[str]:
 
     Examples
     --------
-    >>> alarm_lines({"alarm": {"raised": True, "rate": 0.2}, "rejection_rate": 0.9})
+    >>> alarm_lines({"alarm": {"raised": True, "rate": 0.2}, "too_close_rate": 0.9})
     ['memorization alarm: 90% of the draws were closer than tau to a training image (alarm above 20%): the model may be memorising its training images']
     """
     alarm = summary.get("alarm", {})
     if not alarm.get("raised"):
         return []
     return [
-        f"memorization alarm: {summary['rejection_rate']:.0%} of the draws were closer than tau to a training image "
+        f"memorization alarm: {summary['too_close_rate']:.0%} of the draws were closer than tau to a training image "
         f"(alarm above {alarm['rate']:.0%}): the model may be memorising its training images"
     ]
 

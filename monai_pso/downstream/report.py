@@ -57,6 +57,12 @@ def conclusions(report: dict[str, Any]) -> list[str]:
         f"Guard: tau={g['tau']:.4g}; brute-force check of {g['verification']['n_synthetic']} synthetic against "
         f"{g['verification']['n_training']} training images found {g['violations']} within tau."
     )
+    if "counts" in g:
+        c = g["counts"]
+        lines.append(
+            f"Release: {c['released']} of {c['requested']} requested images released from {c['draws']} draws; refused after every redraw: "
+            f"{c['too_close']} too close to a training image, {c['implausible']} implausible."
+        )
     if report.get("synthetic", {}).get("is_stand_in"):
         lines.append("NOTE: the 'synthetic' set is a STAND-IN (real images of other patients), not generated images.")
     return lines

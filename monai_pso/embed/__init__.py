@@ -4,12 +4,18 @@
 - ``reid`` (:class:`ReidEmbedder`): a re-identification network trained contrastively
   (:func:`train_reid`, ``monai-pso embed train``).
 - ``latent`` (:class:`LatentEmbedder`): the latent mean of the LDM's ``AutoencoderKL``.
+- ``fidelity`` (:class:`FidelityEmbedder`): texture, edge and intensity statistics of a fixed random
+  network: does an image look like real data?
+- ``aligned`` (:class:`AlignedEmbedder`): equalised pixels of the central field (or of windows), the
+  query aligned over a grid of shifts, turns and zooms: the guard's copy checks.
 
 See ``docs/embedders.md`` for the exact distances and when to use which.
 """
 
+from monai_pso.embed.aligned import AlignedEmbedder
 from monai_pso.embed.base import Embedder, Embedding, fingerprint_of
 from monai_pso.embed.distance import image_distances
+from monai_pso.embed.fidelity import FidelityEmbedder
 from monai_pso.embed.latent import LatentEmbedder
 from monai_pso.embed.pixel import PixelEmbedder
 from monai_pso.embed.registry import EMBEDDERS, create_embedder, embedder_from_settings, load_embedder
@@ -20,9 +26,11 @@ from monai_pso.errors import EmbedderSettingsError
 
 __all__ = [
     "EMBEDDERS",
+    "AlignedEmbedder",
     "Embedder",
     "EmbedderSettingsError",
     "Embedding",
+    "FidelityEmbedder",
     "LatentEmbedder",
     "PixelEmbedder",
     "ReidEmbedder",

@@ -14,7 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from monai_pso.embed.aligned import AlignedEmbedder
 from monai_pso.embed.base import Embedder
+from monai_pso.embed.fidelity import FidelityEmbedder
 from monai_pso.embed.latent import LatentEmbedder
 from monai_pso.embed.persistence import SETTINGS_FILE, read_embedder_json
 from monai_pso.embed.pixel import PixelEmbedder
@@ -22,7 +24,7 @@ from monai_pso.embed.reid import ReidEmbedder
 from monai_pso.errors import EmbedderSettingsError, FingerprintMismatchError
 
 #: Every embedder class by its registry name.
-EMBEDDERS: dict[str, type[Embedder]] = {cls.name: cls for cls in (PixelEmbedder, ReidEmbedder, LatentEmbedder)}
+EMBEDDERS: dict[str, type[Embedder]] = {cls.name: cls for cls in (PixelEmbedder, ReidEmbedder, LatentEmbedder, FidelityEmbedder, AlignedEmbedder)}
 
 
 def embedder_class(name: str) -> type[Embedder]:

@@ -1,8 +1,10 @@
 """Training the ``reid`` embedder contrastively, and measuring it on held-out patients.
 
-Each step takes ``batch_size`` training images (anchors) and, for each, a partner: another image of
-the same patient where the patient has several (phantom, IXI slices, CT visits), else the anchor
-itself (MedMNIST: one image per patient). Both are augmented independently
+Each step takes ``batch_size`` training images of patients with several images (anchors) and, for
+each, a partner: another image of the same patient (phantom, IXI slices, CT visits, repeat X-rays),
+preferring the pixel-farthest so near-copies rarely pair, and a hard negative: a look-alike image of
+another patient (:class:`IdentityBatches`). Without any patient of two images (MedMNIST) every image
+is an anchor and its partner is itself: the network then learns copies, not identity. All are augmented independently
 (:class:`~monai_pso.embed.augment.BatchAugment`: rotation, shift and zoom, which acts as a random crop;
 flips; intensity scale and shift; noise), embedded, and pulled together by a supervised contrastive
 (SupCon / NT-Xent) loss in which every other image of the same patient in the batch is a positive and
@@ -17,14 +19,14 @@ Examples
 >>> embedder = train_reid("phantom:2d?patients=6&acquisitions=2&size=16", epochs=1, batch_size=4,
 ...                       dim=8, channels=(8, 8, 8, 8), progress=False)
 >>> sorted(k for k in embedder.provenance if k.endswith("auc"))
-['pixel_val_auc', 'val_auc']
+['pixel_val_auc', 'pixel_val_nearest_auc', 'val_auc', 'val_nearest_auc']
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -37,7 +39,7 @@ from monai_pso.embed.images import resample, spatial_shape
 from monai_pso.embed.network import resolve_device
 from monai_pso.embed.pixel import PixelEmbedder
 from monai_pso.embed.reid import DEFAULT_CHANNELS, DEFAULT_INPUT_SIZE, ReidEmbedder
-from monai_pso.embed.verification import verification_auc
+from monai_pso.embed.verification import nearest_reference_auc, verification_auc
 from monai_pso.errors import DataSourceError, EmbedderSettingsError, ImageValueError
 
 
@@ -92,29 +94,86 @@ def load_images(records: Sequence[ImageRecord], size: int | Sequence[int] | None
     return torch.stack(images)
 
 
-class _PairSampler:
-    """Batches of anchor indices, each with a partner index from the same patient where possible."""
+class IdentityBatches:
+    """Batches for identity training: anchors, a partner from another acquisition, and hard negatives.
 
-    def __init__(self, patients: Sequence[str], batch_size: int, seed: int) -> None:
+    Anchors are images of patients with two or more images (every image when no patient has two:
+    MedMNIST, where the partner is the anchor itself and the network can only learn copy detection).
+    Each anchor's partner is another image of its patient, drawn with probability proportional to its
+    pixel distance from the anchor, so near-copies from one admission rarely make the pair. With
+    ``hard_negatives``, each anchor brings one of the ``k`` images of *other* patients nearest to it in
+    pixel space (mined once with a thumbnail index), so the loss meets strangers that look alike.
+    Images of single-image patients enter only as hard negatives.
+
+    Parameters
+    ----------
+    patients
+        Patient id of each training image.
+    thumbnails
+        ``(N, F)`` flattened small copies of the images: the pixel index of the mining.
+    batch_size, seed
+        Anchors per batch; the random generator's seed.
+    hard_negatives
+        Mine and add the hard negatives.
+    k
+        Nearest other-patient images an anchor's hard negative is drawn from.
+
+    Examples
+    --------
+    >>> batches = IdentityBatches(["a", "a", "b", "b", "c"], torch.rand(5, 16), batch_size=2, seed=0)
+    >>> [len(labels) for _, labels in batches.epoch()]
+    [6, 6]
+    """
+
+    def __init__(self, patients: Sequence[str], thumbnails: torch.Tensor, batch_size: int, seed: int, hard_negatives: bool = True, k: int = 8) -> None:
         self.labels = np.unique(np.asarray(patients), return_inverse=True)[1]
         self.members = [np.flatnonzero(self.labels == label) for label in range(self.labels.max() + 1)]
-        self.batch_size = max(2, min(batch_size, len(self.labels)))
+        repeated = np.concatenate([m for m in self.members if len(m) >= 2] or [np.zeros(0, int)])
+        self.anchors = repeated if len(repeated) else np.arange(len(self.labels))
+        self.batch_size = max(2, min(batch_size, len(self.anchors)))
         self.rng = np.random.default_rng(seed)
+        self.thumbnails = thumbnails.float()
+        strangers = len(self.labels) - max(len(m) for m in self.members)
+        self.negatives = nearest_strangers(self.thumbnails, self.labels, min(k, strangers)) if hard_negatives and strangers else None
 
     def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)
+        return math.ceil(len(self.anchors) / self.batch_size)
 
-    def epoch(self):
-        order = self.rng.permutation(len(self.labels))
+    def epoch(self) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """Per batch: image positions (anchors, partners, hard negatives) and their patient labels."""
+        order = self.rng.permutation(self.anchors)
         for start in range(0, len(order), self.batch_size):
             anchors = order[start : start + self.batch_size]
-            partners = np.array([self._partner(i) for i in anchors])
-            yield anchors, partners, torch.as_tensor(np.concatenate([self.labels[anchors], self.labels[partners]]))
+            parts = [anchors, np.array([self._partner(i) for i in anchors])]
+            if self.negatives is not None:
+                parts.append(self.negatives[anchors, self.rng.integers(0, self.negatives.shape[1], len(anchors))])
+            chosen = np.concatenate(parts)
+            yield chosen, torch.as_tensor(self.labels[chosen])
 
     def _partner(self, index: int) -> int:
         others = self.members[self.labels[index]]
         others = others[others != index]
-        return int(self.rng.choice(others)) if len(others) else int(index)
+        if not len(others):
+            return int(index)
+        weights = (self.thumbnails[others] - self.thumbnails[index]).norm(dim=1).numpy().astype(np.float64) + 1e-6
+        return int(self.rng.choice(others, p=weights / weights.sum()))
+
+
+def nearest_strangers(thumbnails: torch.Tensor, labels: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
+    """``(N, k)`` positions of the ``k`` images of other patients nearest each image (Euclidean, in chunks).
+
+    Examples
+    --------
+    >>> nearest_strangers(torch.tensor([[0.0], [0.1], [1.0], [5.0]]), np.array([0, 0, 1, 2]), 1).ravel().tolist()
+    [2, 2, 1, 2]
+    """
+    label_tensor = torch.as_tensor(labels)
+    found = []
+    for start in range(0, len(thumbnails), chunk):
+        distances = torch.cdist(thumbnails[start : start + chunk], thumbnails)
+        distances[label_tensor[start : start + chunk, None] == label_tensor[None, :]] = torch.inf
+        found.append(distances.topk(k, dim=1, largest=False).indices)
+    return torch.cat(found).numpy()
 
 
 def train_reid(
@@ -130,6 +189,10 @@ def train_reid(
     seed: int = 0,
     max_val_images: int = 512,
     progress: bool = True,
+    *,
+    hard_negatives: bool = True,
+    initial: ReidEmbedder | None = None,
+    augmentation: Mapping[str, float] | None = None,
 ) -> ReidEmbedder:
     """Train a :class:`~monai_pso.embed.reid.ReidEmbedder` on the train split of ``source``.
 
@@ -149,11 +212,19 @@ def train_reid(
         Cap on validation images for the AUC (a seeded random subset beyond it).
     progress
         Show tqdm progress bars.
+    hard_negatives
+        Add each anchor's look-alike image of another patient to its batch (:class:`IdentityBatches`).
+    initial
+        Fine-tune a copy of this embedder (its architecture and input size) instead of a new network.
+    augmentation
+        Options of :class:`~monai_pso.embed.augment.BatchAugment` (``rotation``, ``zoom``, ``noise``...).
 
     Returns
     -------
     The trained embedder; ``provenance`` holds the source, settings of the run, ``val_auc`` and
-    ``pixel_val_auc`` (``None`` when the validation split has too few patients).
+    ``pixel_val_auc`` (pairs within val), ``val_nearest_auc`` and ``pixel_val_nearest_auc`` (measured as
+    the guard decides, :func:`~monai_pso.embed.verification.nearest_reference_auc`); ``None`` when the
+    validation split has too few patients.
     """
     target = resolve_device(device)
     dataset = load_source(source)
@@ -163,17 +234,26 @@ def train_reid(
     if epochs < 1 or batch_size < 2:
         raise EmbedderSettingsError(f"epochs={epochs}, batch_size={batch_size}: need epochs >= 1 and batch_size >= 2")
     started = time.time()
-    images = load_images(train, input_size, progress)
+    images = load_images(train, input_size if initial is None else initial.input_size, progress)
     with torch.random.fork_rng(devices=[target.index or 0] if target.type == "cuda" else []):
         torch.manual_seed(seed)
-        embedder = ReidEmbedder(images.ndim - 2, dim, channels, list(images.shape[2:]), device=target)
-        loss = _fit(embedder, images, [r.patient_id for r in train], epochs, batch_size, learning_rate, temperature, seed, progress)
+        if initial is None:
+            embedder = ReidEmbedder(images.ndim - 2, dim, channels, list(images.shape[2:]), device=target)
+        else:
+            embedder = ReidEmbedder(**{k: v for k, v in initial.settings.items() if k not in ("name", "weights", "state_dict_key")}, device=target)
+            embedder.network.load_state_dict(initial.state_dict())
+        batches = IdentityBatches([r.patient_id for r in train], resample(images, (16,) * (images.ndim - 2)).flatten(1), batch_size, seed, hard_negatives)
+        augment = BatchAugment(images.ndim - 2, seed, **dict(augmentation or {}))
+        loss = _fit(embedder, images, batches, augment, epochs, learning_rate, temperature, progress)
     embedder.provenance = {
         "source": dataset.description,
         "epochs": epochs,
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "temperature": temperature,
+        "hard_negatives": hard_negatives,
+        "augmentation": dict(augmentation or {}),
+        "fine_tuned_from": None if initial is None else initial.fingerprint,
         "seed": seed,
         "device": str(embedder.device),
         "train_images": len(train),
@@ -188,27 +268,24 @@ def train_reid(
 def _fit(
     embedder: ReidEmbedder,
     images: torch.Tensor,
-    patients: Sequence[str],
+    batches: IdentityBatches,
+    augment: BatchAugment,
     epochs: int,
-    batch_size: int,
     learning_rate: float,
     temperature: float,
-    seed: int,
     progress: bool,
 ) -> float:
     """The training loop; returns the mean loss of the last epoch."""
     network, device = embedder.network, embedder.device
     images = images.to(device)
-    sampler = _PairSampler(patients, batch_size, seed)
-    augment = BatchAugment(images.ndim - 2, seed)
     optimiser = torch.optim.AdamW(network.parameters(), lr=learning_rate, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=epochs * len(sampler))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=epochs * len(batches))
     network.train()
-    bar = tqdm(total=epochs * len(sampler), desc="reid training", unit="step", disable=not progress)
+    bar = tqdm(total=epochs * len(batches), desc="reid training", unit="step", disable=not progress)
     for epoch in range(epochs):
         losses = []
-        for anchors, partners, labels in sampler.epoch():
-            views = augment(images[np.concatenate([anchors, partners])])
+        for chosen, labels in batches.epoch():
+            views = augment(images[chosen])
             loss = supervised_contrastive_loss(network(views), labels.to(device), temperature)
             optimiser.zero_grad()
             loss.backward()
@@ -233,6 +310,7 @@ def validate_reid(embedder: ReidEmbedder, dataset: DataSource, max_images: int =
         return {**result, "val_auc": None, "pixel_val_auc": None}
     images = load_images(records, embedder.input_size)
     patients = [r.patient_id for r in records]
-    for key, evaluated in (("val_auc", embedder), ("pixel_val_auc", PixelEmbedder())):
-        result[key] = verification_auc(evaluated, images, patients, BatchAugment(images.ndim - 2, seed + 1))
+    for key, evaluated in (("val", embedder), ("pixel_val", PixelEmbedder())):
+        result[f"{key}_auc"] = verification_auc(evaluated, images, patients, BatchAugment(images.ndim - 2, seed + 1))
+        result[f"{key}_nearest_auc"] = nearest_reference_auc(evaluated, images, patients, seed)
     return result

@@ -106,7 +106,8 @@ def default_query_views(embedder: Embedder, spatial_dims: int) -> QueryViews:
     caught on the whole image). Tile embedders
     (``tiles`` or ``tile_size`` set): translations of up to 2 pixels (1 in 3D) and no turns (the tiles
     inside the image see a shifted copy exactly; turning every tile would multiply the vectors for
-    little gain).
+    little gain). Embedders that search poses themselves (``searches_poses``: the ``aligned``
+    embedder of the copy checks) get no views besides their own query side.
 
     Examples
     --------
@@ -114,6 +115,8 @@ def default_query_views(embedder: Embedder, spatial_dims: int) -> QueryViews:
     >>> default_query_views(PixelEmbedder(), 2).count(2), default_query_views(PixelEmbedder(tiles=3), 2)
     (53, QueryViews(max_shift=2, rotations=(), intensity=()))
     """
+    if getattr(embedder, "searches_poses", False):
+        return QueryViews()
     if getattr(embedder, "tiled", False):
         return QueryViews(max_shift=2 if spatial_dims == 2 else 1)
     intensity = tuple((gain, offset) for gain in (0.9, 1.0, 1.1) for offset in (-0.05, 0.0, 0.05))

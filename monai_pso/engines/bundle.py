@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -81,3 +82,20 @@ def datalist(source: str, split: str | None = "train", modality: str = "auto", l
         records = [replace(r, normalize=normalize, modality=modality) for r in records]
     entries = [r.to_dict() for r in records]
     return entries[:limit] if limit else entries
+
+
+def weights_file(output_dir: str | Path, root: str | Path, name: str = "model.pt") -> str:
+    """The checkpoint a downstream bundle's ``inference.json`` loads: ``OUTPUT_DIR/NAME`` when a training run
+    of its ``train.json`` wrote one there, else the small weights shipped in the bundle (``ROOT/models/NAME``).
+
+    The choice is logged; ``--checkpoint PATH`` overrides it.
+
+    Examples
+    --------
+    >>> weights_file("/no/such/run", "/b")
+    '/b/models/model.pt'
+    """
+    trained = Path(output_dir) / name
+    chosen = trained if trained.is_file() else Path(root) / "models" / name
+    logging.getLogger(__name__).info("inference loads %s (%s)", chosen, "this run's training" if chosen == trained else "the weights shipped in the bundle")
+    return str(chosen)

@@ -10,7 +10,7 @@ What ``monai-pso demo`` and the study's synthetic arm run, step by step::
 leaving::
 
     MODEL_DIR/configs/   the bundle's configs with the run's settings written in (later runs rebuild the same networks)
-    MODEL_DIR/models/    autoencoder.pt, diffusion.pt
+    MODEL_DIR/models/    autoencoder.pt, model.pt (the diffusion UNet, ``network_def``)
     MODEL_DIR/privacy/   the guard folder: guard.json, pixel/{index,threshold.json}, pixel-tiles/{index,threshold.json}
 
 Settings that cannot be written to JSON (an in-memory :class:`~monai_pso.data.DataSource`) are passed to
@@ -36,6 +36,10 @@ GENERATION_CONFIGS = ("train_autoencoder.json", "train_diffusion.json", "inferen
 
 #: The overlay of the diversity-aware scheme, merged last (training and generation).
 DIVERSITY_CONFIG = "diversity.json"
+
+#: What training and guarded generation leave in a bundle folder (and a shipped bundle holds for its own
+#: settings): the weights, the guard folder and the default release folder.
+TRAINED_OUTPUTS = ("models", "privacy", "release")
 
 #: Small networks for 2D images of 28-64 pixels (or 3D volumes of 28-32 voxels) on 2 CPU cores. The
 #: diffusion UNet needs about 1500 optimisation steps to draw phantom-like images; fewer give noise.
@@ -104,8 +108,9 @@ def configure_bundle(bundle: str | Path, settings: dict[str, Any]) -> None:
     """Write ``settings`` into a bundle's own config files, so that every later run of it (training,
     ``monai-pso generate``, ``python -m monai.bundle run``) builds the same networks.
 
-    Each key is set in the last generation config that defines it (later files override earlier ones
-    when merged); a new key goes into ``train_autoencoder.json``.
+    Each key is set in every generation config that defines it (``inference.json`` repeats the networks'
+    settings of the training configs, so that it also runs alone); a new key goes into
+    ``train_autoencoder.json`` and ``inference.json``.
 
     Examples
     --------
@@ -118,8 +123,9 @@ def configure_bundle(bundle: str | Path, settings: dict[str, Any]) -> None:
     files = [Path(bundle) / "configs" / name for name in GENERATION_CONFIGS]
     configs = {path: json.loads(path.read_text()) for path in files}
     for key, value in settings.items():
-        target = next((path for path in reversed(files) if key in configs[path]), files[0])
-        configs[target][key] = value
+        targets = [path for path in files if key in configs[path]] or [files[0], files[-1]]
+        for path in targets:
+            configs[path][key] = value
     for path, config in configs.items():
         path.write_text(json.dumps(config, indent=4) + "\n")
 
@@ -127,17 +133,23 @@ def configure_bundle(bundle: str | Path, settings: dict[str, Any]) -> None:
 def prepare_bundle(template: str, bundle: str | Path, settings: dict[str, Any]) -> Path:
     """Copy the ``template`` bundle to ``bundle`` and write ``settings`` into its configs.
 
+    The template's shipped weights, guard and release (:data:`TRAINED_OUTPUTS`) are left behind: they
+    belong to the template's own settings, and the new bundle is trained and guarded on its own data.
+
     Examples
     --------
     >>> import tempfile
     >>> root = prepare_bundle("ldm_2d", Path(tempfile.mkdtemp()) / "model", {"max_epochs": 3})
     >>> json.loads((root / "configs" / "train_autoencoder.json").read_text())["max_epochs"]
     3
+    >>> (root / "models").exists()
+    False
     """
     root = Path(bundle).expanduser().resolve()
     if (root / "models").exists():
         raise MonaiPsoError(f"{root}: holds a trained model already; choose another folder")
-    shutil.copytree(bundle_template(template), root, dirs_exist_ok=True)
+    source = bundle_template(template)
+    shutil.copytree(source, root, dirs_exist_ok=True, ignore=lambda folder, names: TRAINED_OUTPUTS if Path(folder) == source else ())
     configure_bundle(root, settings)
     return root
 
@@ -261,6 +273,25 @@ def _user_error(error: BaseException, bundle: Path) -> MonaiPsoError | None:
     return None
 
 
+def generation_parser(bundle: str | Path, overrides: dict[str, Any], extra_configs: Sequence[str] = ()) -> Any:
+    """The ``monai.bundle.ConfigParser`` of a trained bundle's guarded generation, with ``overrides`` (nothing parsed yet).
+
+    ``generation_parser(B, {}).get_parsed_content("workflow")`` is the run's
+    :class:`~monai_pso.engines.GenerationWorkflow` alone, without the guard or a release (to draw a request again).
+    """
+    from monai.bundle import ConfigParser
+
+    root = Path(bundle)
+    files = _config_files(root, (*GENERATION_CONFIGS, *extra_configs))
+    for checkpoint in ("autoencoder.pt", "model.pt"):
+        if not (root / "models" / checkpoint).is_file():
+            raise MonaiPsoError(f"{root / 'models' / checkpoint}: not found; train the bundle first (see its docs/README.md)")
+    parser = ConfigParser()
+    parser.read_config([str(f) for f in files])
+    parser.update({"bundle_root": str(root.resolve()), **overrides})
+    return parser
+
+
 def run_bundle_generation(bundle: str | Path, overrides: dict[str, Any], extra_configs: Sequence[str] = (), quiet: bool = False) -> Path:
     """Run a bundle's ``inference.json`` (guarded generation) with ``overrides``; returns the release folder.
 
@@ -282,16 +313,8 @@ def run_bundle_generation(bundle: str | Path, overrides: dict[str, Any], extra_c
     ...
     monai_pso.errors.MonaiPsoError: no/such/bundle: not a bundle (no configs/train_autoencoder.json, ...)
     """
-    from monai.bundle import ConfigParser
-
     root = Path(bundle)
-    files = _config_files(root, (*GENERATION_CONFIGS, *extra_configs))
-    for checkpoint in ("autoencoder.pt", "diffusion.pt"):
-        if not (root / "models" / checkpoint).is_file():
-            raise MonaiPsoError(f"{root / 'models' / checkpoint}: not found; train the bundle first (see its docs/README.md)")
-    parser = ConfigParser()
-    parser.read_config([str(f) for f in files])
-    parser.update({"bundle_root": str(root.resolve()), **overrides})
+    parser = generation_parser(root, overrides, extra_configs)
     try:
         with _quiet_config_warnings(), _ignite_warnings_only(quiet):
             for index in range(len(parser["run"])):

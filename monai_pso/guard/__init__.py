@@ -11,6 +11,7 @@ from monai_pso.guard.folder import DEFAULT_CHECKS, GUARD_FILE, build_guard, load
 from monai_pso.guard.handler import PrivacyEvents, PrivacyGuard
 from monai_pso.guard.hashing import PatientHasher
 from monai_pso.guard.monitor import MemorizationMonitor
+from monai_pso.guard.plausibility import PlausibilityCheck
 from monai_pso.guard.transforms import DECISION_KEYS, GATE_MODES, PrivacyGate, PrivacyGated, released_collate, released_only
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "GuardCheck",
     "MemorizationMonitor",
     "PatientHasher",
+    "PlausibilityCheck",
     "PrivacyChecker",
     "PrivacyEvents",
     "PrivacyGate",

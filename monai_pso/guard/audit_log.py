@@ -4,14 +4,18 @@ The columns (:func:`audit_columns`) are the same wherever the guard decides: a r
 (gate and generation alike), the transforms' optional log, and, with ``draw`` for ``draws``, the
 per-draw log of a generation run (``draws.csv``):
 
-- ``item``, ``split``, ``released`` (``true``/``false``), ``outcome`` (``released``, ``too_close``),
+- ``item``, ``split``, ``released`` (``true``/``false``), ``outcome`` (``released``, ``too_close``, ``implausible``),
   ``nn_distance`` / ``threshold`` / ``check`` / ``nearest_patient_hash`` of the deciding check (the one
   failed by most, or passed by least, as a share of tau), ``draws`` (images drawn for the item, the
   released or last one included), ``file`` (the released file, relative to the release), ``time``;
-- per check ``<check>_distance``, ``<check>_tau``, ``<check>_decision`` (``pass`` / ``fail``).
+- per check ``<check>_distance``, ``<check>_tau``, ``<check>_decision`` (``pass`` / ``fail``);
+- ``plausibility_distance`` (to the ``k``-th nearest training image in the fidelity embedding),
+  ``plausibility_radius``, ``plausibility_decision`` (``pass`` / ``fail``; all three empty when the guard
+  has no plausibility check).
 
 Distances and thresholds are written with ``repr(float)``, which reads back to the identical float64,
-so anyone can re-check every decision from the log alone (``released`` is ``nn_distance >= threshold``).
+so anyone can re-check every decision from the log alone (``released`` is ``nn_distance >= threshold``
+and ``plausibility_distance <= plausibility_radius`` where one was measured).
 
 Examples
 --------
@@ -40,6 +44,9 @@ BASE_COLUMNS = ("item", "split", "released", "outcome", "nn_distance", "threshol
 #: Per-check column suffixes.
 CHECK_FIELDS = ("distance", "tau", "decision")
 
+#: Columns of the plausibility check, after the per-check ones (empty without one).
+PLAUSIBILITY_COLUMNS = ("plausibility_distance", "plausibility_radius", "plausibility_decision")
+
 
 def check_columns(checks: Sequence[str]) -> tuple[str, ...]:
     """``<check>_distance``, ``<check>_tau``, ``<check>_decision`` for each check, in order.
@@ -57,13 +64,13 @@ def audit_columns(checks: Sequence[str], per_draw: bool = False) -> tuple[str, .
 
     Examples
     --------
-    >>> audit_columns(["pixel"])[:4], audit_columns(["pixel"])[-1]
-    (('item', 'split', 'released', 'outcome'), 'pixel_decision')
+    >>> audit_columns(["pixel"])[:4], audit_columns(["pixel"])[-4:]
+    (('item', 'split', 'released', 'outcome'), ('pixel_decision', 'plausibility_distance', 'plausibility_radius', 'plausibility_decision'))
     >>> "draw" in audit_columns(["pixel"], per_draw=True)
     True
     """
     base = tuple("draw" if c == "draws" else c for c in BASE_COLUMNS) if per_draw else BASE_COLUMNS
-    return base + check_columns(checks)
+    return base + check_columns(checks) + PLAUSIBILITY_COLUMNS
 
 
 def format_cell(value: Any) -> str:

@@ -5,7 +5,9 @@ when its distance to that index (:func:`~monai_pso.calibrate.nearest_training_it
 threshold's query views) is ``>= tau``. A :class:`PrivacyChecker` holds one or more checks and
 releases an image only when it passes *every* one. The recommended default uses two pixel checks, a
 whole-image one (catches shifted, turned, re-exposed and noisy copies) and a tile one (catches a
-copied region pasted into another image); see ``docs/guard.md``.
+copied region pasted into another image); see ``docs/guard.md``. With a
+:class:`~monai_pso.guard.plausibility.PlausibilityCheck` it also refuses, as ``implausible``, an image
+farther from the real data than held-out real images are; such an image is never released either.
 
 Fail closed: a bad image (NaN / Inf, values outside ``[0, 1]``, a shape or dimensionality the index was
 not built for), an empty or corrupted index, or a threshold made for another embedder or index raises a
@@ -44,6 +46,7 @@ from monai_pso.embed.base import Embedder
 from monai_pso.embed.registry import resolve_embedder
 from monai_pso.errors import IndexIntegrityError, MonaiPsoError
 from monai_pso.guard.hashing import PatientHasher
+from monai_pso.guard.plausibility import PlausibilityCheck
 from monai_pso.index.query import check_image_batch, nearest_training_items
 
 
@@ -124,7 +127,8 @@ class Decisions:
 
     ``nn_distance``, ``threshold``, ``check`` and ``nearest_patient_hash`` describe, per image, the check
     that decides it: the one it fails by most (or, when it passes all, the one it passes by least, as
-    a share of tau). So ``released == (nn_distance >= threshold)`` holds row by row.
+    a share of tau). So ``private == (nn_distance >= threshold)`` holds row by row, and
+    ``released == private & ~implausible``.
 
     Parameters
     ----------
@@ -140,6 +144,11 @@ class Decisions:
         Per check name, ``(B,)`` distances.
     taus
         Per check name, its tau.
+    private
+        ``(B,)`` bool: passed every copy check (default: ``released``).
+    plausibility_distance, plausibility_radius
+        ``(B,)`` distances to the ``k``-th nearest training image in the fidelity embedding and the
+        radius, or ``None`` without a plausibility check.
     """
 
     released: np.ndarray
@@ -149,6 +158,24 @@ class Decisions:
     nearest_patient_hash: list[str]
     distances: dict[str, np.ndarray]
     taus: dict[str, float]
+    private: np.ndarray | None = None
+    plausibility_distance: np.ndarray | None = None
+    plausibility_radius: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.private is None:
+            self.private = np.asarray(self.released, bool).copy()
+
+    @property
+    def implausible(self) -> np.ndarray:
+        """``(B,)`` bool: beyond the plausibility radius (all ``False`` without a plausibility check)."""
+        if self.plausibility_distance is None:
+            return np.zeros(len(self.released), bool)
+        return ~(self.plausibility_distance <= self.plausibility_radius)
+
+    def outcome(self, i: int) -> str:
+        """``released``, ``too_close`` (failed a copy check) or ``implausible`` (passed them, beyond the radius)."""
+        return "released" if self.released[i] else ("too_close" if not self.private[i] else "implausible")
 
     def __len__(self) -> int:
         return len(self.released)
@@ -157,7 +184,7 @@ class Decisions:
         """The decision on image ``i`` as audit-log fields (:func:`~monai_pso.guard.audit_log.audit_columns`)."""
         row: dict[str, Any] = {
             "released": bool(self.released[i]),
-            "outcome": "released" if self.released[i] else "too_close",
+            "outcome": self.outcome(i),
             "nn_distance": float(self.nn_distance[i]),
             "threshold": float(self.threshold[i]),
             "check": self.check[i],
@@ -166,11 +193,18 @@ class Decisions:
         for name, distances in self.distances.items():
             tau = self.taus[name]
             row.update({f"{name}_distance": float(distances[i]), f"{name}_tau": tau, f"{name}_decision": "pass" if distances[i] >= tau else "fail"})
+        if self.plausibility_distance is not None:  # without a plausibility check its audit cells stay empty
+            row.update(
+                plausibility_distance=float(self.plausibility_distance[i]),
+                plausibility_radius=float(self.plausibility_radius),
+                plausibility_decision="fail" if self.implausible[i] else "pass",
+            )
         return row
 
 
 class PrivacyChecker:
-    """Decide which images may be released: every check must find them at ``distance >= tau``.
+    """Decide which images may be released: every check must find them at ``distance >= tau`` (and, with
+    a plausibility check, within its radius).
 
     Parameters
     ----------
@@ -181,11 +215,24 @@ class PrivacyChecker:
     ledger_dir
         Folder of the release ledger of releases made with this guard (the primary index's folder);
         ``None`` for a guard never saved.
+    plausibility
+        A :class:`~monai_pso.guard.plausibility.PlausibilityCheck`: images beyond its radius are
+        refused as ``implausible``; ``None``: no plausibility check.
+    identity
+        The guard folder's ``identity`` block (``guard.json``, :mod:`monai_pso.guard.identity`): whether
+        identity is certified and why; ``None`` for a checker not loaded from a guard folder.
 
     Build one from a guard folder or saved parts with :func:`monai_pso.guard.load_checker`.
     """
 
-    def __init__(self, checks: GuardCheck | Sequence[GuardCheck], hasher: PatientHasher | None = None, ledger_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        checks: GuardCheck | Sequence[GuardCheck],
+        hasher: PatientHasher | None = None,
+        ledger_dir: str | Path | None = None,
+        plausibility: PlausibilityCheck | None = None,
+        identity: dict[str, Any] | None = None,
+    ) -> None:
         self.checks = [checks] if isinstance(checks, GuardCheck) else list(checks)
         if not self.checks:
             raise MonaiPsoError("the privacy checker needs at least one check")
@@ -194,6 +241,8 @@ class PrivacyChecker:
             self.checks = [replace(c, name=f"{c.name}-{i}") for i, c in enumerate(self.checks)]
         self.hasher = hasher or PatientHasher()
         self.ledger_dir = None if ledger_dir is None else Path(ledger_dir)
+        self.plausibility = plausibility
+        self.identity = identity
 
     @property
     def names(self) -> list[str]:
@@ -201,7 +250,11 @@ class PrivacyChecker:
 
     def with_hasher(self, hasher: PatientHasher) -> PrivacyChecker:
         """The same checks with another salt for the nearest-patient hashes (e.g. one private to a release)."""
-        return PrivacyChecker(self.checks, hasher, self.ledger_dir)
+        return PrivacyChecker(self.checks, hasher, self.ledger_dir, self.plausibility, self.identity)
+
+    def with_plausibility(self, plausibility: PlausibilityCheck | None) -> PrivacyChecker:
+        """The same copy checks with another plausibility check (``None``: without one)."""
+        return PrivacyChecker(self.checks, self.hasher, self.ledger_dir, plausibility, self.identity)
 
     def certificate(self, decision: dict[str, Any], release_id: str) -> dict[str, Any]:
         """What a released file's header records of its decision: tau, distance, fingerprints of the deciding check."""
@@ -225,9 +278,12 @@ class PrivacyChecker:
         distances = np.stack([d for d, _ in measured])  # (checks, B)
         taus = np.array([c.tau for c in self.checks])[:, None]
         passed = distances >= taus
-        released = passed.all(axis=0)
+        private = passed.all(axis=0)
+        plausibility_distance = None if self.plausibility is None else self.plausibility.measure(batch)
+        radius = None if self.plausibility is None else self.plausibility.radius.value
+        released = private if plausibility_distance is None else private & (plausibility_distance <= radius)
         ratio = distances / taus
-        deciding = np.where(released, ratio.argmin(axis=0), np.where(passed, np.inf, ratio).argmin(axis=0))
+        deciding = np.where(private, ratio.argmin(axis=0), np.where(passed, np.inf, ratio).argmin(axis=0))
         columns = np.arange(len(batch))
         return Decisions(
             released=released,
@@ -237,6 +293,9 @@ class PrivacyChecker:
             nearest_patient_hash=[self.hasher(measured[k][1][i]) for i, k in enumerate(deciding)],
             distances={c.name: distances[k] for k, c in enumerate(self.checks)},
             taus=self.taus,
+            private=private,
+            plausibility_distance=plausibility_distance,
+            plausibility_radius=radius,
         )
 
     def provenance(self) -> dict[str, Any]:
@@ -254,3 +313,7 @@ class PrivacyChecker:
             }
             for c in self.checks
         }
+
+    def plausibility_provenance(self) -> dict[str, Any] | None:
+        """The plausibility check's radius, calibration and fingerprints, or ``None`` without one."""
+        return None if self.plausibility is None else self.plausibility.provenance()

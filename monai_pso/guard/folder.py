@@ -12,13 +12,26 @@ each default check's embedder and calibrates its tau on held-out patients, into 
       pixel/threshold.json
       pixel-tiles/index/         tile check
       pixel-tiles/threshold.json
+      copy/index/                copy check: equalised central field, query aligned over poses (absent with copy_check=False)
+      copy/threshold.json
+      copy-regions/index/        copy check on windows of half the image side
+      copy-regions/threshold.json
+      plausibility/index/        training images in the fidelity embedding, and the radius beyond which a
+      plausibility/radius.json   draw is implausible (guard.json "plausibility": null with --no-plausibility,
+                                 {checked: false, reason} with too few held-out images)
+      identity/embedder/         re-identification network of the identity check (:mod:`monai_pso.guard.identity`;
+      identity/index/            absent with --identity none or when left out: guard.json "identity" says why)
+      identity/threshold.json
 
 The default checks (see ``docs/guard.md``):
 
 - ``pixel`` (whole image, query views: 1 pixel translations, turns of 2.5 and 5 degrees in 2D): catches
   copies, mirror images, turned, re-exposed and noisy copies;
 - ``pixel-tiles`` (3 x 3 overlapping tiles plus the whole image at tile size, query views: translations
-  of up to 2 pixels): catches a copied region pasted into another image.
+  of up to 2 pixels): catches a copied region pasted into another image;
+- ``copy`` and ``copy-regions`` (:mod:`monai_pso.guard.copy_check`): equalised pixels, the query aligned
+  over a grid of moves, turns and zooms, on the central field and on windows; catches near-copies the
+  pixel checks' views do not undo (larger moves and turns, zoom, crops, gamma, JPEG, pasted regions).
 
 An image is released only when it passes every check. :func:`load_checker` is the only factory of
 checkers: the ``gate`` and ``generate`` commands, the bundles, :class:`~monai_pso.transforms.PrivacyGate`
@@ -32,7 +45,7 @@ Examples
 >>> _ = build_guard("phantom:2d?patients=12&acquisitions=2&size=24", guard_dir, n_bootstrap=20, progress=False)
 >>> checker = load_checker(guard_dir)
 >>> checker.names, checker.ledger_dir == guard_dir / "pixel" / "index"
-(['pixel', 'pixel-tiles'], True)
+(['pixel', 'pixel-tiles', 'copy', 'copy-regions'], True)
 """
 
 from __future__ import annotations
@@ -46,7 +59,11 @@ from monai_pso import __version__
 from monai_pso.calibrate.threshold import check_seal, seal
 from monai_pso.errors import DataSourceError, MonaiPsoError
 from monai_pso.guard.checker import GuardCheck, PrivacyChecker
+from monai_pso.guard.copy_check import build_copy_checks
+from monai_pso.guard.entries import check_entry
 from monai_pso.guard.hashing import PatientHasher
+from monai_pso.guard.identity import build_identity_check, check_identity_mode
+from monai_pso.guard.plausibility import PlausibilityCheck, build_plausibility, plausibility_of_entry
 from monai_pso.io import read_json, write_json_atomically
 
 GUARD_FILE = "guard.json"
@@ -64,6 +81,9 @@ def build_guard(
     holdout_split: str = "val",
     progress: bool = True,
     keep_ledger: bool = False,
+    plausibility: bool = True,
+    identity: str | Path | None = None,
+    copy_check: bool = True,
     **calibration: Any,
 ) -> PrivacyChecker:
     """Index ``training``'s ``split`` with every default check, calibrate tau on ``holdout_split``, save to ``out_dir``.
@@ -81,6 +101,16 @@ def build_guard(
         Progress bars.
     keep_ledger
         Carry the release ledger of an index being replaced into the new one.
+    plausibility
+        Also build the plausibility check (:func:`~monai_pso.guard.plausibility.build_plausibility`,
+        ``GUARD_DIR/plausibility/``): draws farther from the real data than held-out real images are
+        are refused as ``implausible``.
+    identity
+        The identity check (:func:`~monai_pso.guard.identity.build_identity_check`, ``GUARD_DIR/identity/``):
+        ``auto`` (``guard build``'s default), ``xray``, a saved embedder folder, or ``None`` / ``none``
+        (left out; ``guard.json``'s ``identity`` block says so).
+    copy_check
+        Also build the copy checks ``copy`` and ``copy-regions`` (:func:`~monai_pso.guard.copy_check.build_copy_checks`).
     calibration
         More options of :func:`~monai_pso.calibrate.calibrate_threshold` (``rule``, ``n_bootstrap``...).
 
@@ -97,6 +127,7 @@ def build_guard(
     out_dir = Path(out_dir).expanduser().resolve()
     if out_dir.exists() and not out_dir.is_dir():
         raise DataSourceError(out_dir, "exists and is not a folder")
+    check_identity_mode(identity)
     training = load_source(training)
     holdout = training if holdout is None else load_source(holdout)
     if not len(training.split(split)):
@@ -108,23 +139,11 @@ def build_guard(
         threshold = calibrate_threshold(index, embedder, holdout, split=holdout_split, training=training, training_split=split, progress=progress, **calibration)
         index.save(out_dir / name / "index", keep_ledger=keep_ledger)
         threshold.save(out_dir / name / "threshold.json")
-        entries.append(
-            {
-                "name": name,
-                "index": f"{name}/index",
-                "threshold": f"{name}/threshold.json",
-                "embedder": embedder.name,
-                "embedder_dir": None,
-                "embedder_fingerprint": embedder.fingerprint,
-                "index_fingerprint": index.fingerprint,
-                "tau": threshold.value,
-                "same_auc": None if threshold.verification is None else threshold.verification.value,
-                "same_auc_interval": None if threshold.verification is None else list(threshold.verification.interval),
-                "same_applied": threshold.same_applied,
-                "utility_cost": threshold.to_dict()["utility_cost"],  # None when not measured
-                "utility_cost_accepted": threshold.utility_cost_accepted,
-            }
-        )
+        entries.append(check_entry(name, embedder, index, threshold))
+    if copy_check is not False:
+        entries.extend(build_copy_checks(training, out_dir, split, holdout, holdout_split, progress, **calibration))
+    identity_entry, identity_block = build_identity_check(training, out_dir, identity, split, holdout, holdout_split, progress, **calibration)
+    entries.extend([identity_entry] if identity_entry is not None else [])
     write_json_atomically(
         out_dir / GUARD_FILE,
         seal({
@@ -137,6 +156,8 @@ def build_guard(
             "holdout_split": holdout_split,
             "ledger": entries[0]["index"],
             "checks": entries,
+            "identity": identity_block,
+            "plausibility": build_plausibility(training, holdout, out_dir, split, holdout_split, progress, n_bootstrap=calibration.get("n_bootstrap", 1000)) if plausibility else None,
         }),
     )
     return load_checker(out_dir)
@@ -174,6 +195,10 @@ def _checks_of_folder(guard_dir: Path) -> tuple[list[GuardCheck], Path]:
     return checks, guard_dir / document["ledger"]
 
 
+def _plausibility_of_folder(guard_dir: Path) -> PlausibilityCheck | None:
+    return plausibility_of_entry(read_guard(guard_dir).get("plausibility"), guard_dir.resolve(), guard_dir / GUARD_FILE)
+
+
 def _checks_of_parts(index: Any, threshold: Any, embedder: Any, embedder_dir: Any) -> tuple[list[GuardCheck], Path | None]:
     indexes, thresholds = _as_list(index), _as_list(threshold)
     embedders = _as_list(embedder) if embedder is not None else [None] * len(indexes)
@@ -197,6 +222,7 @@ def load_checker(
     embedder_dir: str | Path | Sequence[str | Path] | None = None,
     hasher: PatientHasher | None = None,
     salt_file: str | Path | None = None,
+    plausibility: bool | PlausibilityCheck | None = None,
 ) -> PrivacyChecker:
     """The privacy checker of a guard folder, of a ready checker, or of paired indexes and thresholds.
 
@@ -211,6 +237,10 @@ def load_checker(
     hasher, salt_file
         Salt of the nearest-patient hashes: a hasher, or a private file holding it (created when absent,
         after everything else was found valid); default a random salt never stored.
+    plausibility
+        The plausibility check: ``None`` the guard's own (a guard folder's, when it has one; a ready
+        checker's), ``True`` the guard's own and an error when it has none, ``False`` none, or a
+        :class:`~monai_pso.guard.plausibility.PlausibilityCheck` (e.g. beside paired indexes).
 
     Raises
     ------
@@ -235,6 +265,11 @@ def load_checker(
         if threshold is None:
             raise MonaiPsoError("give a threshold for every index")
         checks, ledger_dir = _checks_of_parts(index, threshold, embedder, embedder_dir)
+    own = guard.plausibility if isinstance(guard, PrivacyChecker) else (_plausibility_of_folder(Path(guard).expanduser()) if guard is not None else None)
+    if plausibility is True and own is None:
+        raise DataSourceError(guard if isinstance(guard, (str, Path)) else "guard", "the guard has no plausibility check: build it with `monai-pso guard build` (without --no-plausibility)")
+    chosen = plausibility if isinstance(plausibility, PlausibilityCheck) else (None if plausibility is False else own)
     if salt_file is not None:
         hasher = PatientHasher.from_file(salt_file)
-    return PrivacyChecker(checks, hasher, ledger_dir)
+    identity = guard.identity if isinstance(guard, PrivacyChecker) else (read_guard(Path(guard).expanduser()).get("identity") if guard is not None else None)
+    return PrivacyChecker(checks, hasher, ledger_dir, chosen, identity)

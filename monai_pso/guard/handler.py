@@ -5,7 +5,8 @@ Attached to a generation workflow (any ignite ``Engine`` / ``monai.engines`` wor
 ``engine.state.output`` holds generated images), on every ``ITERATION_COMPLETED`` it
 
 1. checks each generated image with the guard (:func:`~monai_pso.guard.folder.load_checker`);
-2. has each rejected image redrawn by ``regenerate(item, attempt)`` (``attempt`` = 1, 2, ...), at most
+2. has each rejected image (too close to a training image, or implausible when the guard has a
+   plausibility check) redrawn by ``regenerate(item, attempt)`` (``attempt`` = 1, 2, ...), at most
    ``max_attempts`` times; an image still rejected after that is dropped and counted;
 3. replaces ``engine.state.output`` by the released images only (see *Output layouts*), sets
    ``engine.state.privacy_released_mask`` (bool per original position), ``engine.state.privacy_sample_ids``
@@ -13,13 +14,13 @@ Attached to a generation workflow (any ignite ``Engine`` / ``monai.engines`` wor
    ``draws``);
 4. appends one row per draw to ``draw_log`` when given (:func:`~monai_pso.guard.audit_log.audit_columns`
    with ``per_draw``; ``outcome`` is ``released``, ``redrawn`` or ``dropped``), flushed per row;
-5. raises the memorization alarm when more than ``alarm_rate`` of all draws so far were rejections
-   (after ``alarm_min_checks`` draws): a logger warning, ``engine.state.privacy_alarm = True``, the
+5. raises the memorization alarm when more than ``alarm_rate`` of all draws so far were too close to
+   a training image (after ``alarm_min_checks`` draws; implausible draws are failures, not memorisation): a logger warning, ``engine.state.privacy_alarm = True``, the
    custom event :attr:`PrivacyEvents.MEMORIZATION_ALARM`, and with ``raise_on_alarm`` a
    :class:`~monai_pso.errors.PrivacyViolationError`.
 
-On ``COMPLETED`` it sets ``engine.state.privacy_summary`` (draw counts, rejection rates, the alarm, dropped
-ids). Writing the release is :class:`monai_pso.release.ReleaseWriter`'s job (attached after the guard;
+On ``COMPLETED`` it sets ``engine.state.privacy_summary`` (draw counts, among them ``too_close`` and
+``implausible`` draws, rejection rates, the alarm, dropped ids). Writing the release is :class:`monai_pso.release.ReleaseWriter`'s job (attached after the guard;
 :class:`monai_pso.release.GuardedRelease` attaches both).
 
 Fail closed: if anything goes wrong while checking (a NaN image, a wrong shape, a failing ``regenerate``),
@@ -60,7 +61,7 @@ from monai_pso.guard.audit_log import AuditLog, audit_columns
 from monai_pso.guard.checker import Decisions, PrivacyChecker
 from monai_pso.guard.folder import load_checker
 from monai_pso.guard.outputs import GeneratedBatch
-from monai_pso.guard.transforms import DECISION_KEYS
+from monai_pso.guard.transforms import decision_meta
 
 
 class PrivacyEvents(EventEnum):
@@ -135,7 +136,9 @@ class PrivacyGuard:
         self._reset()
 
     def _reset(self) -> None:
-        self.counts = {"generated": 0, "checks": 0, "released": 0, "rejected": 0, "regenerated": 0, "dropped": 0, "first_attempt_rejected": 0}
+        self.counts = {
+            "generated": 0, "checks": 0, "released": 0, "rejected": 0, "too_close": 0, "implausible": 0, "regenerated": 0, "dropped": 0, "first_attempt_rejected": 0,
+        }  # fmt: skip
         self.dropped_ids: list[str] = []
         self.alarm = False
         self._log: AuditLog | None = None
@@ -220,10 +223,11 @@ class PrivacyGuard:
             self._log.write(**{**decision, "item": batch.ids[position], "draw": attempt + 1, "outcome": outcome})
         self.counts["checks"] += 1
         self.counts["released" if decision["released"] else "rejected"] += 1
+        if not decision["released"]:
+            self.counts[decision["outcome"]] += 1
         self.counts["first_attempt_rejected"] += int(attempt == 0 and not decision["released"])
         if decision["released"]:
-            keys = (decision["nn_distance"], decision["threshold"], True, decision["nearest_patient_hash"], decision["check"])
-            batch.annotate(position, {**dict(zip(DECISION_KEYS, keys)), "privacy_decision": decision, "privacy_draws": attempt + 1})
+            batch.annotate(position, {**decision_meta(decision), "privacy_decision": decision, "privacy_draws": attempt + 1})
         elif outcome == "dropped":
             engine.state.privacy_refused.append({"item_id": batch.ids[position], "decision": decision, "draws": attempt + 1})
 
@@ -234,12 +238,16 @@ class PrivacyGuard:
         """Rejected checks / all checks so far (redraws count: each is a fresh sample of the model)."""
         return self.counts["rejected"] / self.counts["checks"] if self.counts["checks"] else 0.0
 
+    def rate(self, outcome: str) -> float:
+        """Draws refused as ``outcome`` (``too_close`` or ``implausible``) / all checks so far."""
+        return self.counts[outcome] / self.counts["checks"] if self.counts["checks"] else 0.0
+
     def _check_alarm(self, engine: Engine) -> None:
-        if self.alarm or self.counts["checks"] < self.alarm_min_checks or self.rejection_rate <= self.alarm_rate:
+        if self.alarm or self.counts["checks"] < self.alarm_min_checks or self.rate("too_close") <= self.alarm_rate:
             return
         self.alarm = engine.state.privacy_alarm = True
         message = (
-            f"memorization alarm: {self.rejection_rate:.1%} of {self.counts['checks']} generated images lie closer than tau "
+            f"memorization alarm: {self.rate('too_close'):.1%} of {self.counts['checks']} generated images lie closer than tau "
             f"to a training image (alarm rate {self.alarm_rate:.0%})"
         )
         self.logger.warning(message)
@@ -253,6 +261,8 @@ class PrivacyGuard:
         return {
             "counts": dict(self.counts),
             "rejection_rate": self.rejection_rate,
+            "too_close_rate": self.rate("too_close"),
+            "implausible_rate": self.rate("implausible"),
             "first_attempt_rejection_rate": self.counts["first_attempt_rejected"] / self.counts["generated"] if self.counts["generated"] else 0.0,
             "max_attempts": self.max_attempts,
             "alarm": {"raised": self.alarm, "rate": self.alarm_rate, "min_checks": self.alarm_min_checks},

@@ -6,7 +6,9 @@ Every ``interval`` epochs it calls ``sample_fn(n_samples)`` for fresh samples ``
 ``<prefix><stat>`` for the first check, ``<prefix><check>_<stat>`` for the others):
 
 - ``nn_min``, ``nn_p5``, ``nn_median``: the smallest, 5th percentile and median distance;
-- ``rejection_rate``: the share of samples the guard would reject.
+- ``rejection_rate``: the share of samples the guard would reject;
+- ``implausible_rate`` (when the guard has a plausibility check): the share beyond its radius, far
+  from every training image (the model's failures; it falls as the model learns).
 
 Stock handlers log ``engine.state.metrics``, so ``StatsHandler``, ``TensorBoardStatsHandler`` or
 ``MLFlowHandler`` attached *after* the monitor report them with the epoch's other metrics.
@@ -88,6 +90,8 @@ class MemorizationMonitor:
             metrics[f"{name}nn_median"] = float(np.median(distances))
             metrics[f"{name}rejection_rate"] = float(np.mean(distances < check.tau))
         metrics[f"{self.prefix}guard_rejection_rate"] = float(np.mean(~decisions.released))
+        if self.checker.plausibility is not None:
+            metrics[f"{self.prefix}implausible_rate"] = float(np.mean(decisions.implausible))
         return metrics
 
     def __call__(self, engine: Engine) -> None:

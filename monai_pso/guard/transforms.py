@@ -2,8 +2,9 @@
 
 Each checks an image ``(1, *spatial)`` in ``[0, 1]`` with a :class:`~monai_pso.guard.checker.PrivacyChecker`
 and records the decision: in the returned :class:`~monai.data.MetaTensor`'s ``meta`` (both versions)
-and, in the dictionary version, as item keys :data:`DECISION_KEYS`. What happens to an image that lies
-closer than tau to a training image depends on ``mode``:
+and, in the dictionary version, as item keys :data:`DECISION_KEYS` (``privacy_outcome`` is ``released``,
+``too_close`` or, with a guard that has a plausibility check, ``implausible``: farther from the real data
+than held-out real images are). What happens to an image that is refused depends on ``mode``:
 
 - ``"raise"`` (default): :class:`~monai_pso.errors.PrivacyViolationError`;
 - ``"drop"``: the transform returns ``None`` (put the gate last in a ``Compose``; give the
@@ -41,11 +42,11 @@ from monai_pso.guard.checker import PrivacyChecker
 from monai_pso.guard.folder import load_checker
 from monai_pso.guard.hashing import PatientHasher
 
-#: What the gate does with an image that is too close to a training image.
+#: What the gate does with an image that is refused (too close to a training image, or implausible).
 GATE_MODES = ("raise", "drop", "flag")
 
 #: Decision keys written into dictionary items and MetaTensor meta.
-DECISION_KEYS = ("privacy_nn_distance", "privacy_threshold", "privacy_released", "privacy_nearest_patient_hash", "privacy_check")
+DECISION_KEYS = ("privacy_nn_distance", "privacy_threshold", "privacy_released", "privacy_nearest_patient_hash", "privacy_check", "privacy_outcome")
 
 
 def _as_meta_image(image: Any) -> MetaTensor:
@@ -54,8 +55,17 @@ def _as_meta_image(image: Any) -> MetaTensor:
     return (tensor if isinstance(tensor, MetaTensor) else MetaTensor(tensor)).float()
 
 
-def _decision_meta(decision: dict[str, Any]) -> dict[str, Any]:
-    return dict(zip(DECISION_KEYS, (decision["nn_distance"], decision["threshold"], decision["released"], decision["nearest_patient_hash"], decision["check"])))
+def decision_meta(decision: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`DECISION_KEYS` of an audit row (:meth:`~monai_pso.guard.checker.Decisions.row`).
+
+    Examples
+    --------
+    >>> row = {"nn_distance": 0.3, "threshold": 0.2, "released": False, "nearest_patient_hash": "ab", "check": "pixel", "outcome": "implausible"}
+    >>> decision_meta(row)["privacy_outcome"]
+    'implausible'
+    """
+    fields = ("nn_distance", "threshold", "released", "nearest_patient_hash", "check", "outcome")
+    return {key: decision[field] for key, field in zip(DECISION_KEYS, fields)}
 
 
 def _deciding(decisions: list[dict[str, Any]]) -> dict[str, Any]:
@@ -81,7 +91,7 @@ class _Gate:
         decisions = []
         for image in images:
             decision = self.checker.decide(image[None]).row(0)
-            image.meta.update(_decision_meta(decision))
+            image.meta.update(decision_meta(decision))
             decisions.append(decision)
         if self.audit_path is not None:
             if self._audit is None:
@@ -100,6 +110,11 @@ class _Gate:
 
     def refuse(self, decision: dict[str, Any], item: str) -> None:
         """``raise`` mode: the error for a rejected item."""
+        if decision["outcome"] == "implausible":
+            raise PrivacyViolationError(
+                f"{item or 'image'}: implausible, distance {decision['plausibility_distance']:.6g} to the training images in the fidelity "
+                f"embedding is beyond the plausibility radius {decision['plausibility_radius']:.6g}; not released"
+            )
         raise PrivacyViolationError(
             f"{item or 'image'}: distance {decision['nn_distance']:.6g} to the nearest training image is below "
             f"tau {decision['threshold']:.6g} ({decision['check']} check); not released"
@@ -215,7 +230,7 @@ class PrivacyGated(MapTransform):
             d[key] = _as_meta_image(d[key])
         item = str(d.get(self.id_key, ""))
         decision = _deciding(self.gate.decide([d[key] for key in keys], item))
-        d.update(_decision_meta(decision), privacy_decision=decision)
+        d.update(decision_meta(decision), privacy_decision=decision)
         return self.gate.outcome(decision, item, d)
 
 

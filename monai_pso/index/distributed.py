@@ -100,16 +100,26 @@ class DistributedIndex(ItemQueries):
         """Exact ``k`` nearest rows over the whole group (see :meth:`ReferenceIndex.nearest`)."""
         distances, rows = self.local.nearest(queries, k=k, strategy=strategy)
         if k == 1:
-            best = self._all_reduce(distances, dist.ReduceOp.MIN)
-            mine = np.where((distances == best) & (rows >= 0), rows, _NO_ROW)
-            rows = self._all_reduce(mine, dist.ReduceOp.MIN)
-            rows[rows == _NO_ROW] = -1
-            return best, rows
+            best, rows = self._min_over_ranks(distances[:, 0], rows[:, 0])
+            return best[:, None], rows[:, None]
         merged = TopK(len(distances), k)
         for part_distances, part_rows in zip(self._all_gather(distances), self._all_gather(rows)):
             found = part_rows >= 0
             merged.offer(np.nonzero(found)[0], part_rows[found], part_distances[found])
         return merged.distances, merged.rows
+
+    def nearest_per_image(self, queries: np.ndarray, owner: np.ndarray, strategy: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+        """Exact per-image nearest row over the whole group (see :meth:`ReferenceIndex.nearest_per_image`)."""
+        distances, rows = self.local.nearest_per_image(queries, owner, strategy=strategy)
+        return self._min_over_ranks(distances, rows)
+
+    def _min_over_ranks(self, distances: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """All-reduce MIN of the distances, then MIN of the rows of the ranks attaining it (``-1``: none)."""
+        best = self._all_reduce(distances, dist.ReduceOp.MIN)
+        mine = np.where((distances == best) & (rows >= 0), rows, _NO_ROW)
+        rows = self._all_reduce(mine, dist.ReduceOp.MIN)
+        rows[rows == _NO_ROW] = -1
+        return best, rows
 
     def any_within(self, queries: np.ndarray, tau: float, strategy: str = "auto") -> np.ndarray:
         """Exact range decision over the whole group (see :meth:`ReferenceIndex.any_within`)."""

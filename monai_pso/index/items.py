@@ -3,7 +3,8 @@
 An image embeds to one or more valid query vectors (tiles, flipped views); a training image to one or
 more reference rows. The distance from an image to the training set is the smallest canonical distance
 over all its valid query vectors and all reference rows; the nearest training item is the item owning the
-row that attains it (ties: the smaller global row).
+row that attains it (ties: the smaller global row). It is searched grouped (``nearest_per_image``,
+:mod:`monai_pso.index.groups`): all vectors of an image share one radius.
 
 Examples
 --------
@@ -86,6 +87,11 @@ class ItemQueries(ABC):
         """Exact ``k`` nearest rows: float64 distances ``(Q, k)`` and global rows ``(Q, k)``."""
 
     @abstractmethod
+    def nearest_per_image(self, queries: np.ndarray, owner: np.ndarray, strategy: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+        """Per image (``owner``: image of each row, non-decreasing): the smallest float64 distance over its
+        rows and all references, and the global row attaining it (ties: the smaller row); ``(B,)`` each."""
+
+    @abstractmethod
     def any_within(self, queries: np.ndarray, tau: float, strategy: str = "auto") -> np.ndarray:
         """``(Q,)`` bool: some reference row lies at canonical distance ``< tau``."""
 
@@ -105,17 +111,14 @@ class ItemQueries(ABC):
         (['a'], ['p'])
         """
         rows, owner = embedding_rows(embedding, self.dim)
-        distances, hits = self.nearest(rows, k=1, strategy=strategy)
-        distances, hits = distances[:, 0], hits[:, 0]
-        order = np.lexsort((hits, distances, owner))
-        first = order[np.r_[True, owner[order][1:] != owner[order][:-1]]]
-        items = self.item_of_rows(hits[first])
+        distances, hits = self.nearest_per_image(rows, owner, strategy=strategy)
+        items = self.item_of_rows(hits)
         return NearestItems(
-            distance=distances[first],
+            distance=distances,
             item=items,
             item_id=[self.item_ids[i] for i in items],
             patient_id=[self.patient_ids[i] for i in items],
-            row=hits[first],
+            row=hits,
         )
 
     def any_item_within(self, embedding: Embedding, tau: float, strategy: str = "auto") -> np.ndarray:

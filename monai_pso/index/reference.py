@@ -25,6 +25,7 @@ from monai_pso.embed.base import Embedder
 from monai_pso.errors import ConfigurationError, FingerprintMismatchError, ImageValueError, IndexIntegrityError
 from monai_pso.index.backends import Backend, exact_arithmetic, get_backend
 from monai_pso.index.exact import check_finite_vectors
+from monai_pso.index.groups import NearestPerImage, ViewGroups, group_starts
 from monai_pso.index.items import ItemQueries
 from monai_pso.index.search import STRATEGIES, AnyWithin, Queries, SearchState, ShardSearcher, TopK
 from monai_pso.index.shard import Shard, ShardBuilder
@@ -340,6 +341,80 @@ class ReferenceIndex(ItemQueries):
         if not states:
             return np.zeros((0, k)), np.zeros((0, k), np.int64)
         return np.concatenate([s.distances for s in states]), np.concatenate([s.rows for s in states])
+
+    def nearest_per_image(self, queries: np.ndarray, owner: np.ndarray, strategy: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+        """Per image: the exact smallest distance over its query vectors and all rows, and the row attaining it.
+
+        Images are searched in blocks of whole images (about :data:`QUERY_CHUNK` vectors). An image with one
+        vector gets its exact 1-NN (``strategy``: ``pruned`` or ``flat``, see :meth:`nearest`; ``auto`` is
+        ``flat`` here, since for few vectors the per-cluster work of pruned search costs more than it saves).
+        An image with several is seeded (:meth:`~monai_pso.index.search.ShardSearcher.seed_per_image`: an
+        achieved distance near its first vector's nearest, the image's radius from then on, which also sizes
+        its pivot cover, :class:`~monai_pso.index.groups.ViewGroups`) and then searched grouped
+        (:meth:`~monai_pso.index.search.ShardSearcher.nearest_per_image`), every vector sharing its image's
+        radius; ``strategy`` does not change that search, and no strategy changes an answer.
+
+        Parameters
+        ----------
+        queries
+            ``(Q, D)`` float32 vectors, each image's vectors contiguous.
+        owner
+            ``(Q,)`` non-decreasing image number of each vector (``0..B-1``, every image present).
+
+        Returns
+        -------
+        distance, row
+            ``(B,)`` float64 canonical distances and ``(B,)`` int64 global rows (ties: the smaller row);
+            the same as the per-vector :meth:`nearest` minimised per image.
+
+        Examples
+        --------
+        >>> index = ReferenceIndex.from_vectors(np.eye(3, dtype=np.float32), [0, 1, 2], ["a", "b", "c"], ["p"] * 3)
+        >>> distance, row = index.nearest_per_image(np.array([[0, 0, 2], [0.9, 0, 0], [0, 1, 0]], np.float32), np.array([0, 0, 1]))
+        >>> row.tolist(), distance.round(3).tolist()
+        ([0, 1], [0.1, 0.0])
+        """
+        if strategy not in STRATEGIES:
+            raise ConfigurationError(f"strategy={strategy!r}: must be one of {STRATEGIES}")
+        queries = self._checked(queries)
+        owner = np.asarray(owner, np.int64)
+        starts = group_starts(owner)
+        if owner.shape != (len(queries),) or (len(owner) and (owner[0] != 0 or np.any(np.diff(owner[starts[:-1]]) != 1))):
+            raise ImageValueError(f"owner: expected {len(queries)} non-decreasing image numbers 0, 1, ... without gaps")
+        distance, row = np.full(len(starts) - 1, np.inf), np.full(len(starts) - 1, -1, np.int64)
+        with exact_arithmetic():
+            first = 0
+            while first < len(starts) - 1:
+                last = max(first + 1, int(np.searchsorted(starts, starts[first] + QUERY_CHUNK, side="right")) - 1)
+                last = min(last, len(starts) - 1)
+                lo, hi = int(starts[first]), int(starts[last])
+                distance[first:last], row[first:last] = self._nearest_image_block(queries[lo:hi], owner[lo:hi] - first, last - first, strategy)
+                first = last
+        return distance, row
+
+    def _nearest_image_block(self, vectors: np.ndarray, owner: np.ndarray, n_images: int, strategy: str) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`nearest_per_image` of one block of whole images (``owner`` numbered from 0)."""
+        starts = group_starts(owner)
+        sizes = np.diff(starts)
+        distance, row = np.full(n_images, np.inf), np.full(n_images, -1, np.int64)
+        single = np.flatnonzero(sizes == 1)
+        if len(single):  # one vector: its exact 1-NN is the answer
+            nearest = TopK(len(single), 1)
+            for searcher in self.searchers():
+                searcher.nearest(Queries.of(vectors[starts[single]]), nearest, "flat" if strategy == "auto" else strategy)
+            distance[single], row[single] = nearest.distances[:, 0], nearest.rows[:, 0]
+        images = np.flatnonzero(sizes > 1)
+        if len(images):
+            several = np.repeat(sizes > 1, sizes)
+            block = Queries.of(vectors[several])
+            state = NearestPerImage(owner[several], n_images)
+            for searcher in self.searchers():
+                searcher.seed_per_image(block, group_starts(state.owner)[:-1], state)
+            groups = ViewGroups.cover(block, state.owner, ViewGroups.cover_radius(block, state.owner, state.distance))
+            for searcher in self.searchers():
+                searcher.nearest_per_image(block, groups, state)
+            distance[images], row[images] = state.distance[images], state.row[images]
+        return distance, row
 
     def any_within(self, queries: np.ndarray, tau: float, strategy: str = "auto") -> np.ndarray:
         """``(Q,)`` bool: some reference row lies at canonical L2 distance strictly below ``tau``.

@@ -23,6 +23,11 @@ Two strategies give the same answers:
   is the current k-th distance, seeded from the nearest cluster and shrinking as better rows are found; the
   slice is scanned in full dimension (near the k-th distance the projection leaves too many pairs).
 
+The guard's own question, per image the nearest row over all its query vectors, is
+:meth:`ShardSearcher.nearest_per_image` with a :class:`~monai_pso.index.groups.NearestPerImage` state
+(see :mod:`monai_pso.index.groups`): pivots scanned against every row, their members against the few rows
+the triangle inequality leaves, through the projection filter where the shard has one.
+
 Every comparison is padded by :func:`~monai_pso.index.exact.float64_slack` in the conservative direction,
 so pruning only ever removes rows whose canonical distance exceeds the radius.
 
@@ -56,6 +61,7 @@ from monai_pso.index.exact import (
     row_norms,
     squared_threshold,
 )
+from monai_pso.index.groups import NearestPerImage, ViewGroups
 from monai_pso.index.projection import project, projection_error
 from monai_pso.index.shard import Shard
 
@@ -68,6 +74,12 @@ AUTO_PRUNED_MIN_ROWS = 50_000
 
 #: Rows scanned per block by the flat range scan (early exit is checked between blocks).
 FLAT_BLOCK_ROWS = 1 << 16
+
+#: Rows per block whose float32 distance to a seed vector is re-measured to seed its image's radius.
+SEED_CANDIDATES = 4
+
+#: Members of a pivot measured together against the candidate rows the farthest of them can reach.
+MEMBER_BLOCK = 32
 
 #: Float32 candidates taken beyond ``k`` before certification.
 EXTRA_CANDIDATES = 8
@@ -87,6 +99,17 @@ class Queries:
 
     def __len__(self) -> int:
         return len(self.vectors)
+
+
+def float32_ceil(values: np.ndarray) -> np.ndarray:
+    """``values`` (float64) rounded up to float32: comparing float32 distances with them keeps every candidate.
+
+    Examples
+    --------
+    >>> bool(float32_ceil(np.array([0.1]))[0] >= 0.1)
+    True
+    """
+    return np.nextafter(np.asarray(values, np.float64).astype(np.float32), np.float32(np.inf))
 
 
 def _rank_in_groups(sorted_keys: np.ndarray) -> np.ndarray:
@@ -214,6 +237,7 @@ class ShardSearcher:
     def __init__(self, shard: Shard, backend: Backend, slot: int = 0):
         self.shard = shard
         self.backend = backend
+        self.slot = slot
         self.slack = float64_slack(shard.dim)
         self.placed = backend.place(shard.vectors, shard.norms, slot)
         self.placed_centroids = backend.place(shard.centroids, shard.centroid_norms, slot)
@@ -222,6 +246,7 @@ class ShardSearcher:
         self.placed_projected = None
         if shard.projection_dim:
             projected_norms = row_norms(shard.projected)
+            self.projected_norms = projected_norms
             self.placed_projected = backend.place(shard.projected, projected_norms, slot)
             self.cluster_max_projected_norm = np.maximum.reduceat(projected_norms, shard.offsets[:-1])
         #: (query, row) pairs whose float32 distance was computed in full / projected dimension, and pairs
@@ -355,6 +380,122 @@ class ShardSearcher:
             group = state.pending(members[begin:end])
             if len(group):
                 self._scan_cluster(queries, projected, group, int(clusters[begin]), lower, upper, state)
+
+    # -- grouped 1-NN (the guard's question) ----------------------------------------------------
+
+    def _offer_members(self, queries: Queries, members: np.ndarray, reach: np.ndarray, local_rows: np.ndarray, pivot_lower: np.ndarray, state: NearestPerImage) -> None:
+        """Measure one pivot's ``members`` (one image's vectors, nearest to the pivot first), block by block,
+        against the candidate rows the block's farthest member can reach (by their certified distance
+        ``pivot_lower`` to the pivot); re-measure in float64 the pairs that may be the image's nearest."""
+        for lo in range(0, len(members), MEMBER_BLOCK):
+            group = members[lo : lo + MEMBER_BLOCK]
+            radius = (float(state.radius(group[:1])[0]) * (1.0 + self.slack) + reach[group[-1]]) * (1.0 + self.slack)
+            rows = local_rows[pivot_lower <= radius]
+            if not len(rows):
+                continue
+            gathered = self.backend.place(np.ascontiguousarray(self.shard.vectors[rows]), self.shard.norms[rows], self.slot)
+            float32_sq = self.backend.sqdist(np.ascontiguousarray(queries.vectors[group]), gathered, 0, len(rows))
+            self.pairs_scanned += float32_sq.size
+            bound = self._bound(queries, group, float(np.max(self.shard.norms[rows])))  # per member: one pass over the pairs below
+            best = min(float(state.radius(group[:1])[0]), float(certified_upper(float32_sq.min(axis=1), bound, self.slack).min()))
+            limits = squared_threshold(np.full(len(group), best * (1.0 + self.slack) / (1.0 - self.slack)), bound, self.slack)
+            pick_q, pick_r = np.nonzero(float32_sq <= float32_ceil(limits)[:, None])
+            self._offer(queries, group[pick_q], rows[pick_r], state)
+
+    def _offer_members_projected(
+        self, queries: Queries, projected: Queries, members: np.ndarray, reach: np.ndarray, local_rows: np.ndarray, pivot_lower: np.ndarray, state: NearestPerImage
+    ) -> None:
+        """:meth:`_offer_members` through the projection filter: each member's pairs whose projected
+        distance allows ``d(v, r) <= b`` are re-measured in float64 directly (no full float32 distances)."""
+        scale = self.shard.projection_scale
+        for lo in range(0, len(members), MEMBER_BLOCK):
+            group = members[lo : lo + MEMBER_BLOCK]
+            best = float(state.radius(group[:1])[0]) * (1.0 + self.slack)
+            rows = local_rows[pivot_lower <= (best + reach[group[-1]]) * (1.0 + self.slack)]
+            if not len(rows):
+                continue
+            gathered = self.backend.place(np.ascontiguousarray(self.shard.projected[rows]), self.projected_norms[rows], self.slot)
+            float32_sq = self.backend.sqdist(np.ascontiguousarray(projected.vectors[group]), gathered, 0, len(rows))
+            self.projected_pairs_scanned += float32_sq.size
+            eps = projection_error(scale, queries.norms[group] + float(np.max(self.shard.norms[rows])))
+            bound = float32_error_bound(self.shard.projection_dim, projected.norms[group], float(np.max(self.projected_norms[rows])))
+            limits = squared_threshold(best * ((1.0 + self.slack) * scale) + eps, bound, self.slack)
+            pick_q, pick_r = np.nonzero(float32_sq <= float32_ceil(limits)[:, None])
+            self._offer(queries, group[pick_q], rows[pick_r], state)
+
+    def _pivot_candidates(self, queries: Queries, pivots: np.ndarray, pivot_reach: np.ndarray, start: int, stop: int, state: NearestPerImage) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows of ``start:stop`` with certified ``d(p, r) <= b + reach`` per pivot, from full float32
+        distances: ``(pivot number, row - start, certified lower bound of d(p, r))``."""
+        float32_sq = self.backend.sqdist(np.ascontiguousarray(queries.vectors[pivots]), self.placed, start, stop)
+        self.pairs_scanned += float32_sq.size
+        self._offer(queries, pivots, np.argmin(float32_sq, axis=1) + start, state)  # each pivot's nearest row of the block tightens b
+        bound = self._bound(queries, pivots, float(np.max(self.shard.norms[start:stop])))
+        limits = squared_threshold(state.radius(pivots) * (1.0 + self.slack) + pivot_reach, bound, self.slack)
+        pairs_p, pairs_r = np.divmod(np.flatnonzero(float32_sq <= float32_ceil(limits)[:, None]), stop - start)
+        return pairs_p, pairs_r, certified_lower(float32_sq[pairs_p, pairs_r], bound[pairs_p], self.slack)
+
+    def _pivot_candidates_projected(
+        self, queries: Queries, projected: Queries, pivots: np.ndarray, pivot_reach: np.ndarray, start: int, stop: int, state: NearestPerImage
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The same from the ``m``-dimensional projections (:mod:`monai_pso.index.projection`), with
+        ``d(p, r) >= (||p~(p) - p~(r)|| - eps(p) - eps(r)) / s`` as the lower bound: ``D / m`` times cheaper."""
+        float32_sq = self.backend.sqdist(np.ascontiguousarray(projected.vectors[pivots]), self.placed_projected, start, stop)
+        self.projected_pairs_scanned += float32_sq.size
+        scale = self.shard.projection_scale
+        eps = projection_error(scale, queries.norms[pivots] + float(np.max(self.shard.norms[start:stop])))
+        bound = float32_error_bound(self.shard.projection_dim, projected.norms[pivots], float(np.max(self.projected_norms[start:stop])))
+        radius = state.radius(pivots) * (1.0 + self.slack) + pivot_reach
+        limits = squared_threshold(radius * ((1.0 + self.slack) * scale) + eps, bound, self.slack)
+        pairs_p, pairs_r = np.divmod(np.flatnonzero(float32_sq <= float32_ceil(limits)[:, None]), stop - start)
+        lower = (certified_lower(float32_sq[pairs_p, pairs_r], bound[pairs_p], self.slack) - eps[pairs_p]) / scale * (1.0 - self.slack)
+        return pairs_p, pairs_r, lower
+
+    def seed_per_image(self, queries: Queries, seeds: np.ndarray, state: NearestPerImage) -> None:
+        """Offer, for each seed vector, the :data:`SEED_CANDIDATES` rows of each block with the smallest float32
+        distance (projected, when the shard has the projection filter), re-measured in float64.
+
+        This gives each image an achieved distance near its seed's nearest, cheaply and without proof: the
+        grouped search that follows (:meth:`nearest_per_image`) covers every vector, the seed included.
+        """
+        if self.placed_projected is not None:
+            vectors, placed = project(queries.vectors[seeds], self.shard.projection), self.placed_projected
+        else:
+            vectors, placed = np.ascontiguousarray(queries.vectors[seeds]), self.placed
+        for start in range(0, self.shard.n_rows, FLAT_BLOCK_ROWS):
+            stop = min(self.shard.n_rows, start + FLAT_BLOCK_ROWS)
+            float32_sq = self.backend.sqdist(vectors, placed, start, stop)
+            self.projected_pairs_scanned += float32_sq.size
+            k = min(SEED_CANDIDATES, stop - start)
+            nearest = np.argpartition(float32_sq, k - 1, axis=1)[:, :k] if k < stop - start else np.broadcast_to(np.arange(k), (len(seeds), k))
+            self._offer(queries, np.repeat(seeds, k), nearest.ravel() + start, state)
+
+    def nearest_per_image(self, queries: Queries, groups: ViewGroups, state: NearestPerImage) -> None:
+        """Update ``state`` with each image's exact nearest row of this shard over all its query vectors.
+
+        Block by block of rows: certified lower bounds of the pivots' distances to every row, from the
+        projection filter when the shard has one (else from full float32 distances, each pivot's nearest row
+        of the block then re-measured in float64 to tighten the image's radius ``b``); for each pivot, only
+        the rows that may lie within ``b + reach`` are measured in full against its members, each block of
+        members against the rows its farthest member can reach (see :mod:`monai_pso.index.groups`).
+        """
+        pivots = groups.pivots
+        pivot_reach = groups.pivot_reach()
+        members = groups.members()
+        projected = Queries.of(project(queries.vectors, self.shard.projection)) if self.placed_projected is not None else None
+        for start in range(0, self.shard.n_rows, FLAT_BLOCK_ROWS):
+            stop = min(self.shard.n_rows, start + FLAT_BLOCK_ROWS)
+            if projected is None:
+                pairs_p, pairs_r, lower = self._pivot_candidates(queries, pivots, pivot_reach, start, stop, state)
+            else:
+                pairs_p, pairs_r, lower = self._pivot_candidates_projected(queries, projected, pivots, pivot_reach, start, stop, state)
+            bounds = np.searchsorted(pairs_p, np.arange(len(pivots) + 1))
+            for p in np.flatnonzero(np.diff(bounds)):
+                segment = slice(bounds[p], bounds[p + 1])
+                rows, pivot_lower = pairs_r[segment] + start, lower[segment]
+                if projected is None:
+                    self._offer_members(queries, members[p], groups.reach, rows, pivot_lower, state)
+                else:
+                    self._offer_members_projected(queries, projected, members[p], groups.reach, rows, pivot_lower, state)
 
     # -- public ----------------------------------------------------------------------------------
 

@@ -61,6 +61,9 @@ from monai_pso.release.ranks import gather, rank_and_world, share
 #: The rule every release applies, written into its summary.
 DECISION_RULE = "an item is released only when, for every check, its distance to the nearest training image is >= that check's tau"
 
+#: Added to the rule when the guard has a plausibility check.
+PLAUSIBILITY_RULE = ", and its distance to its k-th nearest training image in the fidelity embedding is <= the plausibility radius"
+
 
 @dataclass
 class ReleaseReport:
@@ -87,14 +90,16 @@ def count_items(rows: list[Mapping[str, Any]]) -> dict[str, int]:
 
     Examples
     --------
-    >>> count_items([{"released": True, "outcome": "released", "draws": 1}, {"released": False, "outcome": "too_close", "draws": 3}])
-    {'requested': 2, 'released': 1, 'too_close': 1, 'dropped': 1, 'draws': 4}
+    >>> count_items([{"released": True, "outcome": "released", "draws": 1}, {"released": False, "outcome": "too_close", "draws": 3},
+    ...              {"released": False, "outcome": "implausible", "draws": 2}])
+    {'requested': 3, 'released': 1, 'too_close': 1, 'implausible': 1, 'dropped': 2, 'draws': 6}
     """
     released = sum(bool(r["released"]) for r in rows)
     return {
         "requested": len(rows),
         "released": released,
         "too_close": sum(r["outcome"] == "too_close" for r in rows),
+        "implausible": sum(r["outcome"] == "implausible" for r in rows),
         "dropped": len(rows) - released,
         "draws": sum(int(r["draws"]) for r in rows),
     }
@@ -122,6 +127,8 @@ def merge_generation(summaries: list[Mapping[str, Any] | None]) -> dict[str, Any
     counts = merged["counts"]
     merged["rejection_rate"] = counts["rejected"] / counts["checks"] if counts["checks"] else 0.0
     merged["first_attempt_rejection_rate"] = counts["first_attempt_rejected"] / counts["generated"] if counts["generated"] else 0.0
+    for outcome in ("too_close", "implausible"):
+        merged[f"{outcome}_rate"] = counts.get(outcome, 0) / counts["checks"] if counts["checks"] else 0.0
     return merged
 
 
@@ -390,7 +397,9 @@ class ReleaseBuilder:
             "released_share": counts["released"] / counts["requested"] if counts["requested"] else 0.0,
             "checks": self.checker.provenance(),
             "distances": {name: distance_statistics(np.array([r[f"{name}_distance"] for r in rows], np.float64), tau) for name, tau in taus.items()},
-            "decision": DECISION_RULE,
+            "plausibility": self.checker.plausibility_provenance(),
+            "identity": self.checker.identity,  # the guard's identity block: certified or not, and why
+            "decision": DECISION_RULE + (PLAUSIBILITY_RULE if self.checker.plausibility is not None else ""),
             "generation": dict(generation) if generation is not None else None,
         }
 
@@ -403,6 +412,7 @@ class ReleaseBuilder:
             "index_fingerprint": primary.index_fingerprint,
             "embedder_fingerprint": primary.embedder_fingerprint,
             "checks": self.checker.provenance(),
+            "plausibility": self.checker.plausibility_provenance(),
             "counts": counts,
             "provenance": self.provenance,
             "files": files,
@@ -427,6 +437,7 @@ class ReleaseBuilder:
                 "threshold": manifest["threshold"],
                 "embedder_fingerprint": manifest["embedder_fingerprint"],
                 "index_fingerprint": manifest["index_fingerprint"],
+                "audit": {"counts": manifest["counts"], "plausibility_radius": (manifest["plausibility"] or {}).get("radius")},
             },
         )
         return entry.seq

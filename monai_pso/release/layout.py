@@ -6,8 +6,9 @@
       images/<item>.png | <item>.nii.gz | <item>.dcm | <item>/NNNN.dcm   released images only
       audit.csv       one row per item, released or refused (monai_pso.guard.audit_log.audit_columns)
       draws.csv       generation only: one row per draw (the same columns, ``draw`` numbering the draws)
-      summary.json    counts {requested, released, too_close, dropped, draws}, per-check tau and
-                      fingerprints, distance statistics and histograms, the generator's draw statistics
+      summary.json    counts {requested, released, too_close, implausible, dropped, draws}, per-check tau
+                      and fingerprints, the plausibility radius, distance statistics and histograms,
+                      the generator's draw statistics
       distances.png   histograms of the distances, tau marked
       manifest.json   format, release id, created, package version, command, image format, source,
                       checks, counts, provenance (checkpoints, seed...), files [{path, item, sha256}],
@@ -42,8 +43,9 @@ SUMMARY_FILE = "summary.json"
 DISTANCES_FILE = "distances.png"
 MANIFEST_FILE = "manifest.json"
 
-#: The counts every ``summary.json`` holds.
-COUNT_KEYS = ("requested", "released", "too_close", "dropped", "draws")
+#: The counts every ``summary.json`` holds: items asked for, released, refused as too close to a training
+#: image or as implausible (``too_close + implausible == dropped == requested - released``), and draws checked.
+COUNT_KEYS = ("requested", "released", "too_close", "implausible", "dropped", "draws")
 
 #: Suffixes stripped from item ids before the format's own suffix is added.
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".dcm", ".npy")

@@ -42,8 +42,10 @@ class Release:
 
     @property
     def checks(self) -> list[str]:
-        """The guard's check names, in order."""
-        return list(self.summary["checks"])
+        """The guard's check names, in the order of ``audit.csv``'s columns (``summary.json`` sorts its keys)."""
+        names = list(self.summary["checks"])
+        position = {name: self.columns.index(f"{name}_distance") if f"{name}_distance" in self.columns else len(self.columns) for name in names}
+        return sorted(names, key=position.__getitem__)
 
     @property
     def counts(self) -> dict[str, int]:

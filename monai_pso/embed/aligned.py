@@ -1,0 +1,280 @@
+"""The ``aligned`` embedder: rank-equalised pixels of the central field, with the query aligned over a grid of poses.
+
+A near-copy of a training image is the image moved, turned, zoomed or cropped, with its intensities
+changed by some monotone curve (gamma, contrast, brightness) and some blur, noise or compression on
+top. This embedder makes the distance blind to the monotone curves and searches over the poses:
+
+- **Intensities**: the values sampled on a ``grid`` are mapped through their own piecewise-linear
+  distribution function (:func:`equalised`, 17 quantiles: a smooth histogram equalisation): an
+  increasing intensity change (gamma, contrast, brightness) leaves them nearly unchanged except where
+  values saturate; the vector is then divided by ``sqrt(grid pixels)``, so distances are RMS
+  differences of equalised values (``0 .. 1``).
+- **Field**: the reference side samples the central ``field`` share of each side (a box), so the
+  border, where a moved copy has lost or invented content, is left out.
+- **Poses** (query side): the same box is sampled from the query under every translation of a fine
+  grid (``moves``: every 2.5% of the side up to 12.5% in 2D, every 5% up to 10% in 3D) and under every
+  combination of the ``rotations`` (2D: 0, +-5, +-10 degrees; 3D: 0, +-8 about each axis), ``zooms``
+  (2D: 0.9 .. 1.1 by 0.05; 3D: 0.92, 1, 1.08) and small ``shifts`` (2D: up to 6% of the side by 3%), for the image and its mirror images along ``flip_axes``; the distance is the minimum
+  over them (the package's distance contract). A moved copy keeps its central field inside the
+  image while the move is below ``(1 - field) / 2`` of the side (15% by default).
+- **Windows** (``windows=True``): instead of the central field, windows of :data:`WINDOW_SIDE` of each
+  side (43% in 2D, 12 of 28 pixels: a region of a quarter of the image or more holds one with room to
+  spare; 50% in 3D), cut at whole pixels: every :data:`REFERENCE_STRIDE` pixels on the reference side
+  (2 in 2D, 7 in 3D) and every :data:`QUERY_STRIDE` on the query side (1 and 4), times
+  ``ceil(side / 32)`` for larger images. Each window is smoothed on its own and compared in raw
+  intensities (RMS; a pasted region is a copy of the pixels), with no poses: a region of a training
+  image of at least a window plus a reference stride per side, pasted at whole pixels anywhere on
+  another image of up to 32 pixels a side, holds a query window whose pixels are those of a training
+  window (in larger images and in 3D, whose spacings are wider, it may be matched a few pixels off). Windows that are
+  mostly background (less than ``min_foreground`` of their samples above ``background``) or flat
+  (standard deviation below ``min_std``) identify nothing and do not count; an image keeps at least
+  its most contrasted window.
+
+Before sampling, the image is box-averaged by a whole factor while a box still spans ``grid`` pixels
+or more (a fractional factor would average unevenly, depending on where the image lies: a shifted
+copy would then differ from its source by far more than the shift), and smoothed with a Gaussian of
+``smoothing`` box-grid pixels, so the bilinear sampling is not aliased and the poses' spacing is bridged.
+
+Examples
+--------
+>>> import numpy as np
+>>> embedder = AlignedEmbedder()
+>>> image = np.random.default_rng(0).random((2, 1, 28, 28)).astype(np.float32)
+>>> embedder.embed(image).vectors.shape, embedder.embed_queries(image).vectors.shape  # 11 x 11 moves + 5 x 5 x 25 poses, mirrored
+((2, 1, 256), (2, 1492, 256))
+>>> windows = AlignedEmbedder(windows=True)
+>>> windows.embed(image).vectors.shape, windows.embed_queries(image).vectors.shape  # 9 x 9 and 17 x 17 windows, mirrored
+((2, 81, 36), (2, 578, 36))
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from monai_pso.embed.augment import rotation_matrices
+from monai_pso.embed.base import Embedder, Embedding
+from monai_pso.embed.images import ImageBatch, as_image_batch, flip, resample, resolve_flip_axes, smooth
+from monai_pso.embed.tiles import TileLayout
+from monai_pso.errors import EmbedderSettingsError
+
+#: Window side as a share of the image side, and the spacing of window places in pixels on either side
+#: (for images of up to 32 pixels a side; multiplied by ``ceil(side / 32)`` for larger ones).
+WINDOW_SIDE = {2: 0.43, 3: 0.5}
+REFERENCE_STRIDE = {2: 2, 3: 7}
+QUERY_STRIDE = {2: 1, 3: 4}
+#: Default poses of the query by spatial dimensionality: moves alone (shares of the side, on every axis),
+#: and every combination of a turn (degrees), a zoom and a small shift. 3D has fewer (each multiplies by 3 axes).
+POSE_KEYS = ("moves", "rotations", "zooms", "shifts")
+DEFAULT_POSES = {
+    2: {"moves": tuple(np.round(np.linspace(-0.125, 0.125, 11), 4)), "rotations": (-10.0, -5.0, 0.0, 5.0, 10.0), "zooms": (0.9, 0.95, 1.0, 1.05, 1.1), "shifts": (-0.06, -0.03, 0.0, 0.03, 0.06)},
+    3: {"moves": (-0.1, -0.05, 0.0, 0.05, 0.1), "rotations": (-8.0, 0.0, 8.0), "zooms": (0.92, 1.0, 1.08), "shifts": (0.0,)},
+}
+#: Default grid (samples per axis of a box), whole field and windows, by spatial dimensionality.
+DEFAULT_GRID = {(2, False): 16, (3, False): 10, (2, True): 6, (3, True): 7}
+
+
+class AlignedEmbedder(Embedder):
+    """Rank-equalised samples of the central field (or of windows), the query aligned over poses.
+
+    Parameters
+    ----------
+    windows
+        Window mode (see the module docstring) instead of the central field.
+    grid
+        Samples per axis of a box; ``None``: 16 (field) or 8 (windows) in 2D, 10 or 6 in 3D.
+    field
+        Share of each side the central box covers (field mode).
+    moves
+        The query's translations alone (field mode), shares of the side, every combination on every axis.
+    rotations, zooms, shifts
+        The query's other poses (field mode): every combination of a turn in degrees (2D: in-plane; 3D:
+        about each axis, one axis at a time), a relative scale and a small translation (shares of the
+        side, on every axis). ``None`` (each of the four): :data:`DEFAULT_POSES` of the images' dimensionality.
+    smoothing
+        Gaussian standard deviation, in grid pixels, applied before sampling.
+    flip_axes
+        Spatial axes mirrored on the query side (``None``: the left-right candidates; ``()``: none).
+    min_std, min_foreground, background
+        Window mode: which boxes count.
+
+    Examples
+    --------
+    >>> AlignedEmbedder().settings["grid"], AlignedEmbedder(windows=True).fingerprint != AlignedEmbedder().fingerprint
+    (None, True)
+    """
+
+    name = "aligned"
+    #: The embedder searches the poses itself: the guard adds no query views.
+    searches_poses = True
+
+    def __init__(
+        self,
+        windows: bool = False,
+        grid: int | None = None,
+        field: float = 0.7,
+        rotations: Sequence[float] | None = None,
+        zooms: Sequence[float] | None = None,
+        shifts: Sequence[float] | None = None,
+        moves: Sequence[float] | None = None,
+        smoothing: float = 1.0,
+        flip_axes: Sequence[int] | None = None,
+        min_std: float = 0.02,
+        min_foreground: float = 0.5,
+        background: float = 0.05,
+    ) -> None:
+        super().__init__()
+        self.windows = bool(windows)
+        self.grid = None if grid is None else int(grid)
+        self.field = float(field)
+        self.rotations, self.zooms, self.shifts, self.moves = ([float(v) for v in values] if values is not None else None for values in (rotations, zooms, shifts, moves))
+        self.smoothing = float(smoothing)
+        self.flip_axes = None if flip_axes is None else [int(a) for a in flip_axes]
+        self.min_std, self.min_foreground, self.background = float(min_std), float(min_foreground), float(background)
+        chosen = [v for v in (self.rotations, self.zooms, self.shifts, self.moves) if v is not None]
+        if not 0.0 < self.field <= 1.0 or (self.grid is not None and self.grid < 2) or not all(chosen) or min(self.zooms or [1.0]) <= 0:
+            given = f"field={field}, grid={grid}, rotations={rotations}, zooms={zooms}, shifts={shifts}"
+            raise EmbedderSettingsError(f"aligned embedder: {given}: need 0 < field <= 1, grid >= 2, positive zooms, one value at least of each")
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "windows": self.windows,
+            "grid": self.grid,
+            "field": self.field,
+            "rotations": self.rotations,
+            "zooms": self.zooms,
+            "shifts": self.shifts,
+            "moves": self.moves,
+            "smoothing": self.smoothing,
+            "flip_axes": self.flip_axes,
+            "min_std": self.min_std,
+            "min_foreground": self.min_foreground,
+            "background": self.background,
+        }
+
+    def _grid(self, dims: int) -> int:
+        return DEFAULT_GRID[(dims, self.windows)] if self.grid is None else self.grid
+
+    def embed(self, images: ImageBatch) -> Embedding:
+        batch = as_image_batch(images)
+        dims = batch.ndim - 2
+        return self._sample(batch, window_layout(batch.shape[2:], REFERENCE_STRIDE[dims]) if self.windows else self._field_boxes(dims, identity=True))
+
+    def embed_queries(self, images: ImageBatch) -> Embedding:
+        batch = as_image_batch(images)
+        dims = batch.ndim - 2
+        boxes = window_layout(batch.shape[2:], QUERY_STRIDE[dims]) if self.windows else self._field_boxes(dims, identity=False)
+        axes = resolve_flip_axes(self.flip_axes, dims)
+        return Embedding.concat([self._sample(view, boxes) for view in [batch] + [flip(batch, (axis,)) for axis in axes]])
+
+    def _field_boxes(self, dims: int, identity: bool) -> torch.Tensor:
+        """``(P, dims, dims + 1)`` affine maps from the box grid (``-1 .. 1``) to image coordinates, one per pose."""
+        if identity:
+            poses = [(0.0, 1.0, (0.0,) * dims)]
+        else:
+            pose = {key: DEFAULT_POSES[dims][key] if value is None else value for key, value in zip(POSE_KEYS, (self.moves, self.rotations, self.zooms, self.shifts))}
+            poses = [(0.0, 1.0, offsets) for offsets in itertools.product(pose["moves"], repeat=dims)]
+            poses += list(itertools.product(pose["rotations"], pose["zooms"], itertools.product(pose["shifts"], repeat=dims)))
+        maps = []
+        for degrees, zoom, offsets in poses:
+            angles = torch.zeros(1, 1 if dims == 2 else 3, dtype=torch.float64)
+            turned = []
+            for axis in range(angles.shape[1]) if degrees != 0.0 else [0]:
+                angles.zero_()
+                angles[0, axis] = math.radians(degrees)
+                turned.append(rotation_matrices(angles)[0])
+            for matrix in turned:
+                linear = matrix * self.field / zoom
+                maps.append(torch.cat([linear, 2.0 * torch.tensor(offsets[::-1], dtype=torch.float64)[:, None]], dim=1))
+        return torch.stack(maps)
+
+    def _sample(self, batch: torch.Tensor, boxes: Any) -> Embedding:
+        """Vectors ``(B, P, grid**dims)``: of the windows of a layout, or of the field under affine maps ``(P, dims, dims + 1)``."""
+        grid = self._grid(batch.ndim - 2)
+        values = self._windows(batch, boxes, grid) if self.windows else self._poses(batch, boxes, grid)
+        if self.windows:
+            valid = self._informative(values)
+        else:
+            values, valid = equalised(values), torch.ones(values.shape[:2], dtype=torch.bool)
+        return Embedding(np.ascontiguousarray((values / math.sqrt(values.shape[2])).numpy(), dtype=np.float32), valid.numpy())
+
+    def _poses(self, batch: torch.Tensor, theta: torch.Tensor, grid: int) -> torch.Tensor:
+        """``(B, P, grid**dims)``: the field under each pose, sampled from the smoothed image."""
+        working = self._working(batch, self.field, grid)
+        sampling = F.affine_grid(theta.to(working), [len(theta), 1, *[grid] * (batch.ndim - 2)], align_corners=False)  # (P, *grid, dims)
+        return torch.stack([
+            F.grid_sample(image.expand(len(theta), *image.shape), sampling, mode="bilinear", padding_mode="border", align_corners=False).flatten(1)
+            for image in working
+        ])  # one image at a time to bound memory
+
+    def _windows(self, batch: torch.Tensor, layout: TileLayout, grid: int) -> torch.Tensor:
+        """``(B, W, grid**dims)``: every window of ``layout``, smoothed on its own (edges replicated, so nothing
+        outside it leaks in), then resampled to ``grid`` (antialiased)."""
+        dims = batch.ndim - 2
+        windows = layout.cut(batch).flatten(0, 1).unsqueeze(1)  # (B * W, 1, *window)
+        smoothed = smooth(windows, self.smoothing * min(layout.tile) / grid)
+        return resample(smoothed, [grid] * dims).reshape(len(batch), layout.count, -1)
+
+    def _working(self, batch: torch.Tensor, extent: float, grid: int) -> torch.Tensor:
+        """The batch box-averaged by a whole factor (so every output pixel averages as many input pixels; a
+        fractional one would make the averaging depend on where the image lies) while a box still spans at least
+        ``grid`` pixels, then smoothed with ``smoothing`` box-grid pixels."""
+        factor = max(1, int(min(batch.shape[2:]) * extent // grid))
+        if factor > 1:
+            batch = F.avg_pool2d(batch, factor, ceil_mode=True) if batch.ndim == 4 else F.avg_pool3d(batch, factor, ceil_mode=True)
+        return smooth(batch, self.smoothing * min(batch.shape[2:]) * extent / grid)
+
+    def _informative(self, values: torch.Tensor) -> torch.Tensor:
+        """``(B, W)``: boxes with enough foreground and contrast; at least the most contrasted one per image."""
+        spread = values.std(dim=2, unbiased=False)
+        valid = ((values > self.background).float().mean(dim=2) >= self.min_foreground) & (spread >= self.min_std)
+        valid[torch.arange(len(values)), spread.argmax(dim=1)] = True
+        return valid
+
+
+def equalised(values: torch.Tensor, knots: int = 17) -> torch.Tensor:
+    """Values mapped through their own piecewise-linear distribution function: a smooth histogram equalisation.
+
+    The ``knots`` quantiles of each vector (last axis) go to ``0, 1 / (knots - 1), ..., 1`` and values
+    between them are interpolated linearly. Any increasing intensity curve that is nearly linear
+    between neighbouring quantiles (gamma, contrast, brightness) leaves the result nearly unchanged,
+    and, unlike exact ranks, a small change of a value changes its result only a little.
+
+    Examples
+    --------
+    >>> x = torch.rand(1, 256)
+    >>> bool((equalised(x) - equalised(x ** 2)).abs().max() < 0.02), round(float(equalised(x).min()), 4), round(float(equalised(x).max()), 4)
+    (True, 0.0, 1.0)
+    """
+    levels = torch.linspace(0.0, 1.0, knots, dtype=values.dtype, device=values.device)
+    quantiles = torch.quantile(values, levels, dim=-1).movedim(0, -1).contiguous()  # (..., knots)
+    quantiles = quantiles + levels * 1e-6  # strictly increasing where values are flat
+    segment = torch.searchsorted(quantiles, values.contiguous()).clamp(1, knots - 1)
+    low, high = quantiles.gather(-1, segment - 1), quantiles.gather(-1, segment)
+    where = ((values - low) / (high - low)).clamp(0.0, 1.0)
+    return ((segment - 1).to(values.dtype) + where) / (knots - 1)
+
+
+def window_layout(shape: Sequence[int], stride: int) -> TileLayout:
+    """Windows of :data:`WINDOW_SIDE` of each side of an image of ``shape``, every ``stride`` pixels (times
+    ``ceil(side / 32)``) and at the far edge.
+
+    Examples
+    --------
+    >>> layout = window_layout((28, 28), 2)
+    >>> layout.tile, layout.starts[0]
+    ((12, 12), (0, 2, 4, 6, 8, 10, 12, 14, 16))
+    """
+    dims = len(shape)
+    tile = tuple(max(1, round(WINDOW_SIDE[dims] * n)) for n in shape)
+    step = stride * math.ceil(min(shape) / 32)
+    starts = tuple(tuple(sorted(set(range(0, n - t + 1, step)) | {n - t})) for n, t in zip(shape, tile))
+    return TileLayout(tuple(int(n) for n in shape), tile, starts)

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from monai_pso import __version__
-from monai_pso.calibrate.threshold import INTEGRITY_KEY, check_seal, seal
-from monai_pso.errors import ConfigurationError, DataSourceError, FingerprintMismatchError
-from monai_pso.io import read_json, write_json_atomically
+from monai_pso.calibrate.threshold import INTEGRITY_KEY, check_fingerprints, read_sealed, seal
+from monai_pso.errors import ConfigurationError
+from monai_pso.io import write_json_atomically
 
 #: Written into every radius file; :meth:`PlausibilityRadius.load` refuses other formats.
 RADIUS_FORMAT = "monai-pso/plausibility-radius/1"
@@ -128,25 +128,13 @@ class PlausibilityRadius:
             The radius belongs to another embedder or index.
         """
         path = Path(path)
-        content = read_json(path, what="plausibility radius file")
-        if not isinstance(content, dict) or content.get("format") != RADIUS_FORMAT:
-            raise DataSourceError(path, f"not a plausibility radius file (expected format {RADIUS_FORMAT!r})")
-        check_seal(content, path, "plausibility radius file", "build the guard again (monai-pso guard build SOURCE --out GUARD_DIR)")
-        try:
-            radius = cls.from_dict(content)
-        except (KeyError, TypeError, ValueError) as error:
-            raise DataSourceError(path, f"malformed plausibility radius file ({error})") from None
+        radius = read_sealed(path, RADIUS_FORMAT, "plausibility radius file", "build the guard again (monai-pso guard build SOURCE --out GUARD_DIR)", cls.from_dict)
         radius.check_compatible(embedder=embedder, index=index, location=str(path))
         return radius
 
     def check_compatible(self, embedder: Any = None, index: Any = None, location: str = "plausibility radius") -> None:
         """Raise :class:`~monai_pso.errors.FingerprintMismatchError` unless ``embedder`` / ``index`` are the radius's own."""
-        if embedder is not None and embedder.fingerprint != self.embedder_fingerprint:
-            raise FingerprintMismatchError(
-                f"{location}: radius was calibrated for embedder {self.embedder_fingerprint[:12]} ({self.embedder_name or 'unknown'}), not {embedder.fingerprint[:12]}"
-            )
-        if index is not None and index.fingerprint != self.index_fingerprint:
-            raise FingerprintMismatchError(f"{location}: radius was calibrated against index {self.index_fingerprint[:12]}, not {index.fingerprint[:12]}; build the guard again")
+        check_fingerprints(self, embedder, index, location, "radius", "build the guard again")
 
     def describe(self) -> str:
         """One line for the terminal: the radius, its interval and the share of held-out real images it refuses."""

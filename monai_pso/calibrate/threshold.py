@@ -21,16 +21,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from monai_pso import __version__
 from monai_pso.embed.views import QueryViews
 from monai_pso.errors import ConfigurationError, DataSourceError, FingerprintMismatchError, IntegrityError
 from monai_pso.io import read_json, write_json_atomically
+
+T = TypeVar("T")
 
 #: Written into every threshold file; :meth:`Threshold.load` refuses other formats.
 THRESHOLD_FORMAT = "monai-pso/threshold/1"
@@ -81,6 +83,34 @@ def check_seal(document: Mapping[str, Any], path: str | Path, what: str, remedy:
         actual = None
     if recorded != actual:
         raise IntegrityError.at(path, f"{what} was edited after it was written (its {INTEGRITY_KEY} does not match its content); {remedy}")
+
+
+def read_sealed(path: str | Path, file_format: str, what: str, remedy: str, parse: Callable[[dict[str, Any]], T]) -> T:
+    """A calibration file written with :func:`seal`: its format and integrity hash checked, then ``parse``-d.
+
+    Raises :class:`~monai_pso.errors.DataSourceError` (missing, another format, malformed) or
+    :class:`~monai_pso.errors.IntegrityError` (edited, or no hash), each naming ``path``.
+    """
+    content = read_json(path, what=what)
+    if not isinstance(content, dict) or content.get("format") != file_format:
+        raise DataSourceError(path, f"not a {what} (expected format {file_format!r})")
+    check_seal(content, path, what, remedy)
+    try:
+        return parse(content)
+    except (KeyError, TypeError, ValueError) as error:
+        raise DataSourceError(path, f"malformed {what} ({error})") from None
+
+
+def check_fingerprints(calibrated: Any, embedder: Any, index: Any, location: str, what: str, remedy: str) -> None:
+    """Raise :class:`~monai_pso.errors.FingerprintMismatchError` unless ``embedder`` / ``index`` (when given) are the
+    ones ``calibrated`` (a threshold or radius: ``embedder_fingerprint``, ``embedder_name``, ``index_fingerprint``) was made for."""
+    if embedder is not None and embedder.fingerprint != calibrated.embedder_fingerprint:
+        raise FingerprintMismatchError(
+            f"{location}: {what} was calibrated for embedder {calibrated.embedder_fingerprint[:12]} "
+            f"({calibrated.embedder_name or 'unknown'}), not for {embedder.fingerprint[:12]} ({getattr(embedder, 'name', '?')})"
+        )
+    if index is not None and index.fingerprint != calibrated.index_fingerprint:
+        raise FingerprintMismatchError(f"{location}: {what} was calibrated against index {calibrated.index_fingerprint[:12]}, not {index.fingerprint[:12]}; {remedy}")
 
 
 @dataclass(frozen=True)
@@ -331,29 +361,14 @@ class Threshold:
             The threshold belongs to another embedder or index.
         """
         path = Path(path)
-        content = read_json(path, what="threshold file")
-        if not isinstance(content, dict) or content.get("format") != THRESHOLD_FORMAT:
-            raise DataSourceError(path, f"not a monai-pso threshold file (expected format {THRESHOLD_FORMAT!r})")
-        check_seal(content, path, "threshold file", "calibrate again (monai-pso calibrate, or monai-pso guard build for a guard folder)")
-        try:
-            threshold = cls.from_dict(content)
-        except (KeyError, TypeError, ValueError) as error:
-            raise DataSourceError(path, f"malformed threshold file ({error})") from None
+        remedy = "calibrate again (monai-pso calibrate, or monai-pso guard build for a guard folder)"
+        threshold = read_sealed(path, THRESHOLD_FORMAT, "monai-pso threshold file", remedy, cls.from_dict)
         threshold.check_compatible(embedder=embedder, index=index, location=str(path))
         return threshold
 
     def check_compatible(self, embedder: Any = None, index: Any = None, location: str = "threshold") -> None:
         """Raise :class:`~monai_pso.errors.FingerprintMismatchError` unless ``embedder`` / ``index`` match."""
-        if embedder is not None and embedder.fingerprint != self.embedder_fingerprint:
-            raise FingerprintMismatchError(
-                f"{location}: threshold was calibrated for embedder {self.embedder_fingerprint[:12]} "
-                f"({self.embedder_name or 'unknown'}), not for {embedder.fingerprint[:12]} ({getattr(embedder, 'name', '?')})"
-            )
-        if index is not None and index.fingerprint != self.index_fingerprint:
-            raise FingerprintMismatchError(
-                f"{location}: threshold was calibrated against index {self.index_fingerprint[:12]}, "
-                f"not {index.fingerprint[:12]}; calibrate again for this index"
-            )
+        check_fingerprints(self, embedder, index, location, "threshold", "calibrate again for this index")
 
     def describe(self) -> str:
         """A few lines for the terminal: tau, its parts with intervals, the utility cost."""

@@ -337,25 +337,35 @@ def run_one(dim: int, size: int, real: np.ndarray, queries: np.ndarray, mixture,
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_run_arguments(parser: argparse.ArgumentParser, dims_help: str) -> None:
+    """The options this benchmark shares with ``benchmarks/index_guard_path.py``."""
     parser.add_argument("--sizes", default="1e4,1e5,1e6", help="reference counts, comma-separated")
-    parser.add_argument("--dims", default="256,1024", help="dimensions (perfect squares), comma-separated")
-    parser.add_argument("--queries", type=int, default=200, help="held-out query slices")
-    parser.add_argument("--percentile", type=float, default=5.0, help="tau = this percentile of query NN distances")
+    parser.add_argument("--dims", default="256,1024", help=dims_help)
     parser.add_argument("--backend", default="auto", help="index backend (faiss-cpu, torch-cpu, torch-cuda, faiss-gpu)")
     parser.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads for both sides (1: shared machine)")
-    parser.add_argument("--shard-rows", type=int, default=None, help="rows per shard (default: 1 GiB of vectors)")
     parser.add_argument("--flat-copy-gb", type=float, default=2.0, help="largest IndexFlatL2 copy of the rows (else faiss.knn in place)")
-    parser.add_argument("--brute", type=int, default=16, help="queries also checked by full float64 brute force")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/index_{cpu,gpu}.json")
-    args = parser.parse_args()
-    sizes = [int(float(s)) for s in args.sizes.split(",")]
-    dims = [int(d) for d in args.dims.split(",")]
+
+
+def run_settings(args: argparse.Namespace) -> tuple[list[int], list[int], bool, Path]:
+    """Sizes, dimensions, whether the (resolved) backend is a GPU one, and the results file."""
     args.backend = get_backend(args.backend).name
     gpu = args.backend in ("torch-cuda", "faiss-gpu")
-    out = args.out or RESULTS / f"index_{'gpu' if gpu else 'cpu'}.json"
+    sizes = [int(float(s)) for s in args.sizes.split(",")]
+    dims = [int(d) for d in args.dims.split(",")]
+    return sizes, dims, gpu, args.out or RESULTS / f"index_{'gpu' if gpu else 'cpu'}.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_run_arguments(parser, "dimensions (perfect squares), comma-separated")
+    parser.add_argument("--queries", type=int, default=200, help="held-out query slices")
+    parser.add_argument("--percentile", type=float, default=5.0, help="tau = this percentile of query NN distances")
+    parser.add_argument("--shard-rows", type=int, default=None, help="rows per shard (default: 1 GiB of vectors)")
+    parser.add_argument("--brute", type=int, default=16, help="queries also checked by full float64 brute force")
+    args = parser.parse_args()
+    sizes, dims, gpu, out = run_settings(args)
     results = []
     with cpu_threads(args.threads):
         for dim in dims:

@@ -52,13 +52,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from index import RESULTS, SHARED, FlatBaseline, _rss_bytes  # noqa: E402 (the flat benchmark's baseline and RSS reader)
+from index import SHARED, FlatBaseline, _rss_bytes, add_run_arguments, run_settings  # noqa: E402 (the flat benchmark's baseline, RSS reader, options)
 
 from monai_pso import __version__  # noqa: E402
 from monai_pso.embed.base import Embedding  # noqa: E402
 from monai_pso.embed.pixel import PixelEmbedder  # noqa: E402
 from monai_pso.embed.views import default_query_views  # noqa: E402
-from monai_pso.index import ReferenceIndex, get_backend  # noqa: E402
+from monai_pso.index import ReferenceIndex  # noqa: E402
 from monai_pso.index.exact import pair_distances  # noqa: E402
 from monai_pso.io import write_json_atomically  # noqa: E402
 from monai_pso.threads import cpu_threads  # noqa: E402
@@ -278,22 +278,13 @@ def run_one(dim: int, size: int, vectors: np.ndarray, embedding: Embedding, n_fr
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="1e4,1e5,1e6", help="reference counts, comma-separated")
-    parser.add_argument("--dims", default="256,1024", help="256 and/or 1024 (pixel grids 16 and 32)")
+    add_run_arguments(parser, "256 and/or 1024 (pixel grids 16 and 32)")
     parser.add_argument("--images", type=int, default=16, help="query images (a quarter of them near-copies)")
     parser.add_argument("--repeat", type=int, default=2, help="alternating timing rounds (best of each side)")
-    parser.add_argument("--backend", default="auto", help="index backend (faiss-cpu, torch-cpu, torch-cuda, faiss-gpu)")
-    parser.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads for both sides (1: shared machine)")
     parser.add_argument("--default-kernel-max", type=float, default=1e5, help="also time faiss's default kernel choice up to this many references")
-    parser.add_argument("--flat-copy-gb", type=float, default=2.0, help="largest IndexFlatL2 copy of the rows (else faiss.knn in place)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/index_{cpu,gpu}.json")
     args = parser.parse_args()
-    sizes = sorted(int(float(s)) for s in args.sizes.split(","))
-    dims = [int(d) for d in args.dims.split(",")]
-    args.backend = get_backend(args.backend).name
-    gpu = args.backend in ("torch-cuda", "faiss-gpu")
-    out = args.out or RESULTS / f"index_{'gpu' if gpu else 'cpu'}.json"
+    sizes, dims, gpu, out = run_settings(args)
+    sizes.sort()
     subjects = axial_slices()
     train, held_out = np.concatenate(subjects[:-HELD_OUT_SUBJECTS]), np.concatenate(subjects[-HELD_OUT_SUBJECTS:])
     images = query_images(held_out, train, args.images, args.seed)

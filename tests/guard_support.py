@@ -13,24 +13,29 @@ from monai_pso.guard.checker import PrivacyChecker
 def planted_copies(image: np.ndarray, other: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Near-copies of a training ``image`` ``(1, H, W)`` in ``[0, 1]``; ``other`` receives a pasted region.
 
-    Exact copy, mirror image, 1 and 2 pixel shifts (borders replicated), turns of 3 and 5 degrees,
-    Gaussian noise (sigma 0.03), intensity scale and offset (x 0.9 + 0.05), and the central half-size
-    region of ``image`` pasted into ``other`` at the same place.
+    Exact copy, mirror image, whole-pixel shifts of 1 and of 2 to 3 pixels (borders replicated), turns of
+    2 to 4 and of 4 to 8 degrees, Gaussian noise (sigma 0.02 to 0.04), intensity scale (0.85 to 0.95) and
+    offset (0 to 0.08), and a half-size region of ``image`` pasted into ``other``, each place at random:
+    every magnitude, sign and place drawn per copy (scipy.ndimage, none of the guard's poses or views).
     """
     plane = image[0].astype(np.float64)
     height, width = plane.shape
     pasted = other[0].astype(np.float64).copy()
-    window = (slice(height // 4, height // 4 + height // 2), slice(width // 4, width // 4 + width // 2))
-    pasted[window] = plane[window]
+    (sy, sx), (ty, tx) = (rng.integers(0, (height - height // 2 + 1, width - width // 2 + 1)) for _ in range(2))
+    pasted[ty : ty + height // 2, tx : tx + width // 2] = plane[sy : sy + height // 2, sx : sx + width // 2]
+
+    def sign() -> float:
+        return float(rng.choice([-1.0, 1.0]))
+
     copies = {
         "copy": plane,
         "hflip": plane[:, ::-1],
-        "shift_1px": ndimage.shift(plane, (0, 1), order=0, mode="nearest"),
-        "shift_2px": ndimage.shift(plane, (2, -1), order=0, mode="nearest"),
-        "rotate_3deg": ndimage.rotate(plane, 3, reshape=False, order=1, mode="nearest"),
-        "rotate_5deg": ndimage.rotate(plane, -5, reshape=False, order=1, mode="nearest"),
-        "noise": plane + rng.normal(0.0, 0.03, plane.shape),
-        "scale_offset": plane * 0.9 + 0.05,
+        "shift_1px": ndimage.shift(plane, rng.permutation([0.0, sign()]), order=0, mode="nearest"),
+        "shift_2_3px": ndimage.shift(plane, (sign() * rng.integers(2, 4), sign() * rng.integers(1, 4)), order=0, mode="nearest"),
+        "rotate_2_4deg": ndimage.rotate(plane, sign() * rng.uniform(2.0, 4.0), reshape=False, order=1, mode="nearest"),
+        "rotate_4_8deg": ndimage.rotate(plane, sign() * rng.uniform(4.0, 8.0), reshape=False, order=1, mode="nearest"),
+        "noise": plane + rng.normal(0.0, rng.uniform(0.02, 0.04), plane.shape),
+        "scale_offset": plane * rng.uniform(0.85, 0.95) + rng.uniform(0.0, 0.08),
         "pasted_patch": pasted,
     }
     return {name: np.clip(c, 0.0, 1.0).astype(np.float32)[None] for name, c in copies.items()}

@@ -17,7 +17,9 @@ repeats every case over 50 random cohorts.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,8 +29,11 @@ from monai_pso.audit import AuditCohorts, AuditSettings, run_audit
 from monai_pso.audit.dcr import Proportion, dcr_holdout_test, dcr_test, one_per_patient, population_shift
 from monai_pso.audit.distances import EmbeddedImages, embed_records
 from monai_pso.audit.embedders import default_audit_embedder
-from monai_pso.data import ImageRecord, load_image, load_source
+from monai_pso.data import ImageRecord, load_source
 from monai_pso.embed.pixel import PixelEmbedder
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from dcr import near_copies  # noqa: E402 (the benchmark's re-noised copies, the same draws)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -110,15 +115,6 @@ def test_population_shift_sees_a_release_farther_from_everyone():
 # -- planted copies and unseen images, in embeddings ---------------------------------------------------
 
 
-def _noisy_copies(records: list[ImageRecord], rng: np.random.Generator) -> list[ImageRecord]:
-    out = []
-    for record in records:
-        image = load_image(record)
-        noisy = np.clip(image + rng.normal(0.0, rng.uniform(*NOISE), image.shape), 0.0, 1.0).astype(np.float32)
-        out.append(replace(record, item_id=f"near-{record.item_id}", patient_id="synthetic", image=noisy, normalize="none", split=None))
-    return out
-
-
 def _exact_copies(records: list[ImageRecord]) -> list[ImageRecord]:
     return [replace(r, item_id=f"copy-{r.item_id}", patient_id="synthetic", split=None) for r in records]
 
@@ -132,7 +128,7 @@ def _cases(pool: EmbeddedImages, embedder, n_training: int, seed: int) -> dict[s
     picked = [training.records[i] for i in rng.choice(n_training, RELEASED, replace=False)]
     releases = {
         "copies": embed_records(_exact_copies(picked), embedder, 512, "copies"),
-        "near_copies": embed_records(_noisy_copies(picked, rng), embedder, 512, "near copies"),
+        "near_copies": embed_records(near_copies(picked, NOISE, rng), embedder, 512, "near copies"),
         "unseen": unseen,
     }
     p_values = {}

@@ -44,3 +44,18 @@ def test_weights_script_ships_and_records_a_bundle(tmp_path):
     section = readme.split(script.README_START)[1].split(script.README_END)[0]
     assert f"network {steps}" in section and f"val_psnr {record['metrics']['val_psnr']:.4g}" in section
     assert readme.count(script.README_START) == readme.count(script.README_END) == 1  # rewritten in place, not appended
+
+
+def test_the_committed_bundles_hold_what_the_results_file_records():
+    """The shipped files, metadata figures and README block are those ``benchmarks/results/bundle_weights.json`` recorded."""
+    script = load_script()
+    recorded = json.loads((ROOT / "benchmarks" / "results" / "bundle_weights.json").read_text())["bundles"]
+    assert recorded
+    for name, record in recorded.items():
+        bundle = ROOT / "bundles" / name
+        assert {path: (bundle / path).stat().st_size for path in record["files"]} == record["files"], name
+        metadata = json.loads((bundle / "configs" / "metadata.json").read_text())
+        assert metadata["eval_metrics"] == {key: value for key, value in record["metrics"].items() if key != "val_images"}, name
+        assert metadata["shipped_weights"]["steps"] == record["steps"], name
+        readme = (bundle / "docs" / "README.md").read_text()
+        assert readme.count(script.README_START) == 1 and "benchmarks/results/bundle_weights.json" in readme.split(script.README_START)[1], name

@@ -68,19 +68,26 @@ def test_aligned_distance_is_blind_to_monotone_intensity_changes_and_finds_moves
 
 def test_aligned_3d_finds_moved_and_re_exposed_volumes_and_pasted_blocks():
     rng = np.random.default_rng(3)
-    volumes = np.stack([ndimage.gaussian_filter(rng.random((20, 20, 20)), 2.0) for _ in range(6)])
+    volumes = np.stack([ndimage.gaussian_filter(rng.random((20, 20, 20)), 2.0) for _ in range(12)])
     volumes = ((volumes - volumes.min(axis=(1, 2, 3), keepdims=True)) / np.ptp(volumes, axis=(1, 2, 3), keepdims=True))[:, None].astype(np.float32)
+    volumes, canvases = volumes[:6], volumes[6:]  # the training volumes, and unseen ones the blocks are pasted on
     field, windows = AlignedEmbedder(), AlignedEmbedder(windows=True)
     strangers = np.sort(image_distances(field.embed_queries(volumes), field.embed(volumes)), axis=1)[:, 1].min()
     moved = np.stack([(ndimage.shift(v[0], rng.uniform(-1.5, 1.5, 3), order=1, mode="nearest") ** float(np.exp(rng.uniform(-0.5, 0.5))))[None] for v in volumes])
     own = np.diag(image_distances(field.embed_queries(np.clip(moved, 0, 1).astype(np.float32)), field.embed(volumes)))
     assert own.max() < 0.5 * strangers, (own.max(), strangers)
-    pasted = volumes[::-1].copy()
-    # a 12^3 block moved to another place on the window grids (7 pixels on the reference side, 4 on the query
-    # side, in 3D; off them a block is matched up to half a stride off, which the recall benchmark measures)
-    pasted[:, :, 8:20, 0:12, 8:20] = volumes[:, :, 0:12, 7:19, 7:19]
-    window_strangers = np.sort(image_distances(windows.embed_queries(volumes[::-1].copy()), windows.embed(volumes)), axis=1)[:, 1].min()
-    assert np.diag(image_distances(windows.embed_queries(pasted), windows.embed(volumes))).max() < window_strangers
+    # a block of 17 to 20 voxels a side (a window plus a reference stride, in 3D) from a random place of each
+    # training volume, pasted at a random place of an unseen one: off the window grids it is matched a few
+    # voxels off, yet its source is its nearest training volume and it lies nearer than unseen volumes do
+    pasted = canvases.copy()
+    for copy, volume in zip(pasted, volumes):
+        side = rng.integers(17, 21, 3)
+        source, target = ([slice(p, p + s) for p, s in zip(rng.integers(0, 21 - side), side)] for _ in range(2))
+        copy[(0, *target)] = volume[(0, *source)]
+    distances = image_distances(windows.embed_queries(pasted), windows.embed(volumes))
+    own, others = np.diag(distances), np.where(np.eye(len(volumes), dtype=bool), np.inf, distances).min(axis=1)
+    unseen = image_distances(windows.embed_queries(canvases), windows.embed(volumes)).min(axis=1)
+    assert (own < others).all() and np.median(own) < unseen.min(), (own, others, unseen)
 
 
 def test_window_mode_counts_informative_windows_only():
@@ -111,5 +118,5 @@ def test_phantom_guard_refuses_random_near_copies_and_releases_unseen_images(tmp
     refused = {family: float(np.mean(~checker.decide(images).released)) for family, images in copies.items()}
     released = float(np.mean(checker.decide(unseen).released))
     print(f"\n[phantom] refused per family: {refused}; unseen released {released:.0%} of {len(unseen)}")
-    assert np.mean(list(refused.values())) >= 0.9, refused
+    assert np.mean(list(refused.values())) >= 0.9 and min(refused.values()) > 0.5, refused  # no family slips through
     assert released >= 0.5

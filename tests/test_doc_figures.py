@@ -60,7 +60,9 @@ def numbers_of(node: Any) -> list[float]:
 def records_of(node: Any, root: bool = True) -> Iterator[dict[str, Any]]:
     """Every JSON object below the top level (a result row, an experiment, a sub-table)."""
     if isinstance(node, dict):
-        if not root:
+        # A collection of records (every value an object or a list: ``data_sets``, ``bundles``) is not
+        # itself one record: backing a row by it would let the row take each number from anywhere below.
+        if not root and not all(isinstance(v, (dict, list)) for v in node.values()):
             yield node
         children = node.values()
     elif isinstance(node, list):
@@ -135,3 +137,10 @@ def test_a_row_is_backed_by_the_records_its_label_names():
     row = "| ldm_2d, 256^2 | 114.5 | 118.3 |"
     assert named_by(row, 1, records) == records[:2] and not unexplained(row, 1, named_by(row, 1, records), [])
     assert unexplained("| ldm_3d | 114.5 |", 1, named_by("| ldm_3d | 114.5 |", 1, records), []) == ["114.5"]
+
+
+def test_a_collection_of_records_does_not_back_a_row_by_itself():
+    document = {"data_sets": {"a": {"name": "a", "auc": 0.61}, "b": {"name": "b", "share": 0.17}}}
+    records = list(records_of(document))
+    assert document["data_sets"] not in records
+    assert all(unexplained("| 0.61 | 17% |", 0, [record], []) for record in records)

@@ -1,7 +1,8 @@
 """Planted copies of training images are never released by the default guard; decisions match brute force.
 
-Near-copies: exact copy, mirror image, 1 and 2 pixel shifts, turns of 3 and 5 degrees, Gaussian noise,
-intensity scale and offset, and a half-size region pasted into another image. The default guard
+Near-copies (:func:`guard_support.planted_copies`, magnitudes and places drawn per copy): exact copy, mirror
+image, shifts of 1 and of 2 to 3 pixels, turns of 2 to 4 and of 4 to 8 degrees, Gaussian noise, intensity
+scale and offset, and a half-size region pasted at a random place of another image. The default guard
 (:func:`monai_pso.guard.build_guard`: whole-image and tile pixel checks and the copy checks, tau calibrated on the
 ``val`` split) must reject all of them; the share of unseen ``test`` images it releases is printed.
 """

@@ -137,8 +137,8 @@ def test_shipped_weights_are_small_and_their_fingerprint_stable():
 
 
 KERMANY = "kermany_pedcxr_128"
-#: The kermany test below measured 0.618 (pixels 0.508) with the shipped network; the floor leaves a margin.
-#: The benchmark's figures: benchmarks/results/identity.json.
+#: A floor with a margin for the shipped network on the kermany test below (which prints what it measures);
+#: the benchmark's figures are in benchmarks/results/identity.json.
 IDENTITY_AUC_FLOOR = 0.58
 
 

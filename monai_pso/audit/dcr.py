@@ -189,8 +189,8 @@ def dcr_holdout_test(
     p_value = float(mannwhitneyu(released, holdout, alternative="less", method="auto").pvalue)
     auc = float(_closer_auc(released, holdout))
     replicates = stratified_bootstrap((released, holdout), _closer_auc, n_resamples, seed)
-    rank = max(1, floor(quantile * (len(holdout) + 1)))
-    threshold = float(np.sort(holdout)[min(rank, len(holdout)) - 1])
+    rank = min(max(1, floor(quantile * (len(holdout) + 1))), len(holdout))
+    threshold = float(np.sort(holdout)[rank - 1])
     close = Proportion(int((released < threshold).sum()), len(released), confidence)
     return DcrResult(
         auc=auc,
@@ -199,7 +199,7 @@ def dcr_holdout_test(
         close=close,
         quantile=quantile,
         threshold=threshold,
-        null_share=min(rank, len(holdout)) / (len(holdout) + 1),
+        null_share=rank / (len(holdout) + 1),
         released_images=len(released),
         holdout_images=len(holdout),
         released_at_zero=int((released == 0.0).sum()),

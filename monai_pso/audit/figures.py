@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -29,16 +30,22 @@ def _png(figure: Figure) -> bytes:
 
 def distance_histogram(released: np.ndarray, holdout: np.ndarray, bins: int = 30) -> bytes:
     """Released and holdout images' distances to the nearest image of the full training set (DCR test)."""
-    figure = Figure(figsize=(6.4, 3.6), dpi=100)
-    axes = figure.add_subplot()
-    top = float(max(np.max(released), np.max(holdout), 1e-12))
-    axes.hist(released, bins=bins, range=(0, top), alpha=0.6, density=True, label="released images", color="tab:red")
-    axes.hist(holdout, bins=bins, range=(0, top), alpha=0.6, density=True, label="holdout images (unseen patients)", color="tab:blue")
+    figure, axes = _two_histograms(released, holdout, ("released images", "holdout images (unseen patients)"), bins)
     axes.set_xlabel("distance to the nearest training image")
-    axes.set_ylabel("density")
     axes.set_title("Distance to closest record (DCR)")
     axes.legend()
     return _png(figure)
+
+
+def _two_histograms(red: np.ndarray, blue: np.ndarray, labels: tuple[str, str], bins: int, top: float = 0.0) -> tuple[Figure, Any]:
+    """A figure with two overlaid density histograms over ``[0, max(values, top)]`` (red, then blue)."""
+    figure = Figure(figsize=(6.4, 3.6), dpi=100)
+    axes = figure.add_subplot()
+    top = float(max(np.max(red), np.max(blue), top, 1e-12))
+    for values, label, colour in ((red, labels[0], "tab:red"), (blue, labels[1], "tab:blue")):
+        axes.hist(values, bins=bins, range=(0, top), alpha=0.6, density=True, label=label, color=colour)
+    axes.set_ylabel("density")
+    return figure, axes
 
 
 def _picture(image: np.ndarray) -> np.ndarray:
@@ -116,14 +123,9 @@ def fidelity_bars(scores: Sequence[str], release: Sequence[tuple[float, tuple[fl
 
 def fidelity_distance_histogram(release: np.ndarray, baseline: np.ndarray, radius: float, bins: int = 30) -> bytes:
     """Distance of each released (and each held-out, baseline) image to the nearest real reference image, fidelity embedding."""
-    figure = Figure(figsize=(6.4, 3.6), dpi=100)
-    axes = figure.add_subplot()
-    top = float(max(np.max(release), np.max(baseline), radius, 1e-12))
-    axes.hist(release, bins=bins, range=(0, top), alpha=0.6, density=True, label="released images to held-out", color="tab:red")
-    axes.hist(baseline, bins=bins, range=(0, top), alpha=0.6, density=True, label="held-out images to training", color="tab:blue")
+    figure, axes = _two_histograms(release, baseline, ("released images to held-out", "held-out images to training"), bins, top=radius)
     axes.axvline(radius, color="black", linestyle="--", linewidth=1, label="median k-NN radius of held-out images")
     axes.set_xlabel("distance to the nearest real image (fidelity embedding)")
-    axes.set_ylabel("density")
     axes.set_title("How far from real images")
     axes.legend(fontsize=8)
     return _png(figure)

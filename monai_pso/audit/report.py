@@ -145,8 +145,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "## Copy rates",
         _markdown_table(COPY_HEADER, copy_rows(report)),
     ]
-    if fidelity_rows(report):
-        parts += ["## Fidelity and diversity", fidelity_note(report), _markdown_table(FIDELITY_HEADER, fidelity_rows(report))]
+    if rows := fidelity_rows(report):
+        parts += ["## Fidelity and diversity", fidelity_note(report), _markdown_table(FIDELITY_HEADER, rows)]
     parts += [
         "## Facts",
         "\n".join(f"- **{k}:** {v}" for k, v in _facts(report)),

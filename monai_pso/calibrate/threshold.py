@@ -19,7 +19,6 @@ close and is not released; ``>= value`` passes.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -30,7 +29,7 @@ from typing import Any, TypeVar
 from monai_pso import __version__
 from monai_pso.embed.views import QueryViews
 from monai_pso.errors import ConfigurationError, DataSourceError, FingerprintMismatchError, IntegrityError
-from monai_pso.io import read_json, write_json_atomically
+from monai_pso.io import canonical_json, read_json, write_json_atomically
 
 T = TypeVar("T")
 
@@ -47,15 +46,14 @@ INTEGRITY_KEY = "content_sha256"
 def content_sha256(document: Mapping[str, Any]) -> str:
     """sha256 of the canonical JSON of ``document`` without its :data:`INTEGRITY_KEY`.
 
-    Canonical JSON as :func:`monai_pso.release.ledger.canonical_json`: sorted keys, no whitespace, UTF-8, no NaN.
+    Canonical JSON as :func:`monai_pso.io.canonical_json`: sorted keys, no whitespace, UTF-8, no NaN.
 
     Examples
     --------
     >>> content_sha256({"b": 1, "a": [1.5, None]}) == content_sha256({"a": [1.5, None], "b": 1, INTEGRITY_KEY: "x"})
     True
     """
-    body = {key: value for key, value in document.items() if key != INTEGRITY_KEY}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()).hexdigest()
+    return hashlib.sha256(canonical_json({key: value for key, value in document.items() if key != INTEGRITY_KEY})).hexdigest()
 
 
 def seal(document: Mapping[str, Any]) -> dict[str, Any]:

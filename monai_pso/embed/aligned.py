@@ -88,7 +88,7 @@ class AlignedEmbedder(Embedder):
     windows
         Window mode (see the module docstring) instead of the central field.
     grid
-        Samples per axis of a box; ``None``: 16 (field) or 8 (windows) in 2D, 10 or 6 in 3D.
+        Samples per axis of a box; ``None``: :data:`DEFAULT_GRID` (16 for the field or 6 for windows in 2D, 10 or 7 in 3D).
     field
         Share of each side the central box covers (field mode).
     moves
@@ -199,11 +199,12 @@ class AlignedEmbedder(Embedder):
     def _sample(self, batch: torch.Tensor, boxes: Any) -> Embedding:
         """Vectors ``(B, P, grid**dims)``: of the windows of a layout, or of the field under affine maps ``(P, dims, dims + 1)``."""
         grid = self._grid(batch.ndim - 2)
-        values = self._windows(batch, boxes, grid) if self.windows else self._poses(batch, boxes, grid)
         if self.windows:
+            values = self._windows(batch, boxes, grid)
             valid = self._informative(values)
         else:
-            values, valid = equalised(values), torch.ones(values.shape[:2], dtype=torch.bool)
+            values = equalised(self._poses(batch, boxes, grid))
+            valid = torch.ones(values.shape[:2], dtype=torch.bool)
         return Embedding(np.ascontiguousarray((values / math.sqrt(values.shape[2])).numpy(), dtype=np.float32), valid.numpy())
 
     def _poses(self, batch: torch.Tensor, theta: torch.Tensor, grid: int) -> torch.Tensor:

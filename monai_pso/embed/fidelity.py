@@ -18,8 +18,8 @@ The vector of an image, resampled to ``input_size`` (64 in 2D, 32 in 3D):
   filters, the spatial mean and standard deviation of the rectified response. The first stage's
   filters have zero mean, so they answer edges and texture and give 0 on flat regions.
 
-Every statistic ``x`` becomes ``log(x + eps)`` (a factor on an energy is a shift, so noise, ten times
-the real edge energy, and heavy blur, a tenth of it, lie as far from real images), and each block
+Every statistic ``x`` becomes ``log(x + eps)`` (a factor on an energy is a shift, so an image with
+``c`` times the real edge energy, like noise, lies as far from real images as one with ``1 / c`` of it, like heavy blur), and each block
 (the histogram, each stage's means, each stage's deviations) is divided by ``sqrt(blocks * its
 length)``: the L2 distance between two vectors is the RMS, over blocks, of each block's RMS
 log-ratio, so every scale weighs the same whatever its channel count.
@@ -99,12 +99,6 @@ class FidelityNetwork(nn.Module):
             weight *= math.sqrt(2.0 / weight[0].numel()) / weight.flatten(1).std(dim=1).clamp_min(1e-12).view((-1,) + (1,) * (weight.ndim - 1))
             self.register_buffer(f"stage{stage}", weight)
         self.stages = len(widths) - 1
-
-    @property
-    def block_sizes(self) -> list[int]:
-        """Lengths of the feature blocks in output order: the histogram, then each stage's means and deviations."""
-        widths = [getattr(self, f"stage{s}").shape[0] for s in range(self.stages)]
-        return [self.bins] + [w for w in widths for _ in (0, 1)]
 
     def histogram(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, bins)``: the share of pixels in each soft bin (triangular kernels centred on ``linspace(0, 1, bins)``)."""

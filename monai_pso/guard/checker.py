@@ -43,10 +43,9 @@ import torch
 
 from monai_pso.calibrate.threshold import Threshold
 from monai_pso.embed.base import Embedder
-from monai_pso.embed.registry import resolve_embedder
-from monai_pso.errors import IndexIntegrityError, MonaiPsoError
+from monai_pso.errors import MonaiPsoError
 from monai_pso.guard.hashing import PatientHasher
-from monai_pso.guard.plausibility import PlausibilityCheck
+from monai_pso.guard.plausibility import PlausibilityCheck, open_index
 from monai_pso.index.query import check_image_batch, nearest_training_items
 
 
@@ -96,13 +95,7 @@ class GuardCheck:
             The embedder did not build the index, or the threshold was calibrated for another
             embedder or index.
         """
-        if isinstance(index, (str, Path)):
-            from monai_pso.index import ReferenceIndex
-
-            index = ReferenceIndex.load(index)
-        if index.n_rows == 0:
-            raise IndexIntegrityError(f"{index.source}: the reference index is empty")
-        embedder = resolve_embedder(index, embedder, embedder_dir)
+        index, embedder = open_index(index, embedder, embedder_dir)
         location = "threshold"
         if not isinstance(threshold, Threshold):
             location, threshold = str(threshold), Threshold.load(threshold)

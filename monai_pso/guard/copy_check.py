@@ -64,11 +64,9 @@ def build_copy_checks(
     list of dict
         The entries of ``copy`` and ``copy-regions`` (:func:`~monai_pso.guard.entries.check_entry`).
     """
-    from monai_pso.calibrate import calibrate_threshold
     from monai_pso.data import load_source
     from monai_pso.embed.aligned import AlignedEmbedder
-    from monai_pso.guard.entries import check_entry
-    from monai_pso.index import build_index
+    from monai_pso.guard.entries import build_check
 
     training = load_source(training)
     holdout = training if holdout is None else load_source(holdout)
@@ -78,10 +76,5 @@ def build_copy_checks(
         folder = Path(out_dir) / name
         if folder.exists():
             shutil.rmtree(folder)
-        embedder = AlignedEmbedder(windows=windows)
-        index = build_index(training, embedder, split=split, progress=progress)
-        threshold = calibrate_threshold(index, embedder, holdout, split=holdout_split, training=training, training_split=split, progress=progress, **calibration)
-        index.save(folder / "index")
-        threshold.save(folder / "threshold.json")
-        entries.append(check_entry(name, embedder, index, threshold))
+        entries.append(build_check(name, AlignedEmbedder(windows=windows), training, out_dir, split, holdout, holdout_split, progress, **calibration))
     return entries

@@ -15,7 +15,31 @@ Examples
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+
+def build_check(
+    name: str,
+    embedder: Any,
+    training: Any,
+    out_dir: Path,
+    split: str,
+    holdout: Any,
+    holdout_split: str,
+    progress: bool,
+    keep_ledger: bool = False,
+    **calibration: Any,
+) -> dict[str, Any]:
+    """Index ``training``'s ``split`` with ``embedder``, calibrate tau on ``holdout``'s ``holdout_split``, save both to ``out_dir/name/``; the entry."""
+    from monai_pso.calibrate import calibrate_threshold
+    from monai_pso.index import build_index
+
+    index = build_index(training, embedder, split=split, progress=progress)
+    threshold = calibrate_threshold(index, embedder, holdout, split=holdout_split, training=training, training_split=split, progress=progress, **calibration)
+    index.save(Path(out_dir) / name / "index", keep_ledger=keep_ledger)
+    threshold.save(Path(out_dir) / name / "threshold.json")
+    return check_entry(name, embedder, index, threshold)
 
 
 def check_entry(name: str, embedder: Any, index: Any, threshold: Any, embedder_dir: str | None = None) -> dict[str, Any]:

@@ -60,7 +60,7 @@ from monai_pso.calibrate.threshold import check_seal, seal
 from monai_pso.errors import DataSourceError, MonaiPsoError
 from monai_pso.guard.checker import GuardCheck, PrivacyChecker
 from monai_pso.guard.copy_check import build_copy_checks
-from monai_pso.guard.entries import check_entry
+from monai_pso.guard.entries import build_check
 from monai_pso.guard.hashing import PatientHasher
 from monai_pso.guard.identity import build_identity_check, check_identity_mode
 from monai_pso.guard.plausibility import PlausibilityCheck, build_plausibility, plausibility_of_entry
@@ -119,10 +119,8 @@ def build_guard(
     PrivacyChecker
         The checker of the saved folder (:func:`load_checker` of it).
     """
-    from monai_pso.calibrate import calibrate_threshold
     from monai_pso.data import load_source
     from monai_pso.embed.registry import create_embedder
-    from monai_pso.index import build_index
 
     out_dir = Path(out_dir).expanduser().resolve()
     if out_dir.exists() and not out_dir.is_dir():
@@ -134,12 +132,7 @@ def build_guard(
         raise DataSourceError(training.description, f"has no images in split {split!r} to protect")
     entries = []
     for name, settings in DEFAULT_CHECKS.items():
-        embedder = create_embedder("pixel", **settings)
-        index = build_index(training, embedder, split=split, progress=progress)
-        threshold = calibrate_threshold(index, embedder, holdout, split=holdout_split, training=training, training_split=split, progress=progress, **calibration)
-        index.save(out_dir / name / "index", keep_ledger=keep_ledger)
-        threshold.save(out_dir / name / "threshold.json")
-        entries.append(check_entry(name, embedder, index, threshold))
+        entries.append(build_check(name, create_embedder("pixel", **settings), training, out_dir, split, holdout, holdout_split, progress, keep_ledger, **calibration))
     if copy_check is not False:
         entries.extend(build_copy_checks(training, out_dir, split, holdout, holdout_split, progress, **calibration))
     identity_entry, identity_block = build_identity_check(training, out_dir, identity, split, holdout, holdout_split, progress, **calibration)

@@ -236,10 +236,10 @@ class PrivacyGuard:
     @property
     def rejection_rate(self) -> float:
         """Rejected checks / all checks so far (redraws count: each is a fresh sample of the model)."""
-        return self.counts["rejected"] / self.counts["checks"] if self.counts["checks"] else 0.0
+        return self.rate("rejected")
 
     def rate(self, outcome: str) -> float:
-        """Draws refused as ``outcome`` (``too_close`` or ``implausible``) / all checks so far."""
+        """Draws counted as ``outcome`` (``rejected``, ``too_close`` or ``implausible``) / all checks so far."""
         return self.counts[outcome] / self.counts["checks"] if self.counts["checks"] else 0.0
 
     def _check_alarm(self, engine: Engine) -> None:

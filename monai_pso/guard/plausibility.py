@@ -46,6 +46,17 @@ PLAUSIBILITY_DIR = "plausibility"
 PLAUSIBILITY_EMBEDDER = "fidelity"
 
 
+def open_index(index: Any, embedder: Embedder | None, embedder_dir: str | Path | None, what: str = "reference index") -> tuple[Any, Embedder]:
+    """A check's index (loaded when a folder is given; refused when empty) and the embedder that built it."""
+    if isinstance(index, (str, Path)):
+        from monai_pso.index import ReferenceIndex
+
+        index = ReferenceIndex.load(index)
+    if index.n_rows == 0:
+        raise IndexIntegrityError(f"{index.source}: the {what} is empty")
+    return index, resolve_embedder(index, embedder, embedder_dir)
+
+
 @dataclass(frozen=True)
 class PlausibilityCheck:
     """A fidelity-embedding reference index and its calibrated radius. Build with :meth:`create`.
@@ -81,13 +92,7 @@ class PlausibilityCheck:
         FingerprintMismatchError
             The embedder did not build the index, or the radius belongs to another embedder or index.
         """
-        if isinstance(index, (str, Path)):
-            from monai_pso.index import ReferenceIndex
-
-            index = ReferenceIndex.load(index)
-        if index.n_rows == 0:
-            raise IndexIntegrityError(f"{index.source}: the plausibility reference index is empty")
-        embedder = resolve_embedder(index, embedder, embedder_dir)
+        index, embedder = open_index(index, embedder, embedder_dir, "plausibility reference index")
         if isinstance(radius, PlausibilityRadius):
             radius.check_compatible(embedder=embedder, index=index)
         else:

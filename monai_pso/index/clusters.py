@@ -91,10 +91,15 @@ def _assign(vectors: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.
         block = np.ascontiguousarray(vectors[start : start + _ASSIGN_CHUNK], dtype=np.float32)
         _, nearest = faiss.knn(block, centroids, 1)
         nearest = nearest[:, 0].astype(np.int64)
-        diff = block.astype(np.float64) - centroids64[nearest]
         assignment[start : start + len(block)] = nearest
-        distance[start : start + len(block)] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+        distance[start : start + len(block)] = _centroid_distances(block, centroids64, nearest)
     return assignment, distance
+
+
+def _centroid_distances(block: np.ndarray, centroids64: np.ndarray, cluster: np.ndarray) -> np.ndarray:
+    """Float64 distance of each row of ``block`` to ``centroids64[cluster]`` (the layout's ``member_dist``)."""
+    diff = np.asarray(block, np.float64) - centroids64[cluster]
+    return np.sqrt(np.einsum("ij,ij->i", diff, diff))
 
 
 def member_distances(vectors: np.ndarray, centroids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -113,9 +118,8 @@ def member_distances(vectors: np.ndarray, centroids: np.ndarray, offsets: np.nda
     centroids64 = np.asarray(centroids, np.float64)
     step = max(1, (1 << 22) // max(1, vectors.shape[1]))  # two (step, D) float64 temporaries of 32 MiB
     for start in range(0, len(vectors), step):
-        block = np.asarray(vectors[start : start + step], np.float64)
-        diff = block - centroids64[cluster[start : start + len(block)]]
-        out[start : start + len(block)] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+        block = vectors[start : start + step]
+        out[start : start + len(block)] = _centroid_distances(block, centroids64, cluster[start : start + len(block)])
     return out
 
 

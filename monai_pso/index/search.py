@@ -464,7 +464,10 @@ class ShardSearcher:
         for start in range(0, self.shard.n_rows, FLAT_BLOCK_ROWS):
             stop = min(self.shard.n_rows, start + FLAT_BLOCK_ROWS)
             float32_sq = self.backend.sqdist(vectors, placed, start, stop)
-            self.projected_pairs_scanned += float32_sq.size
+            if self.placed_projected is not None:
+                self.projected_pairs_scanned += float32_sq.size
+            else:
+                self.pairs_scanned += float32_sq.size
             k = min(SEED_CANDIDATES, stop - start)
             nearest = np.argpartition(float32_sq, k - 1, axis=1)[:, :k] if k < stop - start else np.broadcast_to(np.arange(k), (len(seeds), k))
             self._offer(queries, np.repeat(seeds, k), nearest.ravel() + start, state)

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_pso.errors import DataSourceError, FingerprintMismatchError, LedgerIntegrityError, MonaiPsoError
-from monai_pso.io import folder_lock, read_json, sha256_file, write_json_atomically, write_text_atomically
+from monai_pso.io import canonical_json, folder_lock, read_json, sha256_file, write_json_atomically, write_text_atomically
 from monai_pso.release.manifest import MANIFEST_FILE, hash_release, listed_files, manifest_threshold, read_manifest, release_fingerprints
 
 LEDGER_FILE = "ledger.jsonl"
@@ -56,17 +56,6 @@ HEAD_FILE = "ledger.head.json"
 #: The files that hold the ledger.
 LEDGER_FILES = (LEDGER_FILE, HEAD_FILE)
 GENESIS_HASH = "0" * 64
-
-
-def canonical_json(document: Mapping[str, Any]) -> bytes:
-    """The bytes an entry's hash is computed over: sorted keys, no whitespace, UTF-8, no NaN.
-
-    Examples
-    --------
-    >>> canonical_json({"b": 1, "a": [1.5, None]})
-    b'{"a":[1.5,null],"b":1}'
-    """
-    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 @dataclass(frozen=True)

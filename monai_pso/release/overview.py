@@ -22,7 +22,6 @@ Examples
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from monai_pso.guard.checker import PrivacyChecker
 from monai_pso.index.query import nearest_training_items
 from monai_pso.io import write_atomically
 from monai_pso.release import layout
-from monai_pso.release.reader import open_release, read_item_map
+from monai_pso.release.reader import open_release, read_item_map, read_rows
 
 #: Suffix of the overview picture beside a release folder.
 OVERVIEW_SUFFIX = ".overview.png"
@@ -72,12 +71,7 @@ class OverviewItem:
 
 def read_draws(release_dir: str | Path) -> list[dict[str, str]]:
     """The rows of a generation run's ``draws.csv`` (one per draw), as text."""
-    path = Path(release_dir) / layout.DRAWS_FILE
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            return list(csv.DictReader(handle))
-    except FileNotFoundError:
-        raise DataSourceError(path, "missing: only a generation run logs its draws") from None
+    return read_rows(Path(release_dir) / layout.DRAWS_FILE, "missing: only a generation run logs its draws")[1]
 
 
 def draw_again(release_dir: str | Path, workflow: Any, rows: Sequence[Mapping[str, str]], modality: str = "other") -> list[np.ndarray]:

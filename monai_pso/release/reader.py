@@ -68,13 +68,14 @@ class Release:
         return {entry["item"]: entry for entry in self.manifest["items"]}
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+def read_rows(path: Path, missing: str = "missing: without the guard's audit nothing of this release is trusted") -> tuple[list[str], list[dict[str, str]]]:
+    """The header and the rows, as text, of a release's CSV file; ``missing``: the error's words when it is absent."""
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             return list(reader.fieldnames or []), list(reader)
     except FileNotFoundError:
-        raise DataSourceError(path, "missing: without the guard's audit nothing of this release is trusted") from None
+        raise DataSourceError(path, missing) from None
 
 
 def _as_counted(row: dict[str, str]) -> dict[str, Any]:
@@ -108,7 +109,7 @@ def open_release(release_dir: str | Path) -> Release:
     path = Path(release_dir)
     manifest = read_manifest(path)
     summary = read_json(path / layout.SUMMARY_FILE, what="release summary")
-    header, rows = _read_rows(path / layout.AUDIT_FILE)
+    header, rows = read_rows(path / layout.AUDIT_FILE)
     release = Release(path, manifest, summary if isinstance(summary, dict) else {}, header, rows)
     check_release(release)
     return release

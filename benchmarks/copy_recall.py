@@ -10,7 +10,10 @@ plausibility check, which answer other questions), then:
   guard refuses (recall, Clopper-Pearson 95% interval), overall and per check;
 - the share of unseen real images (the ``test`` split: patients neither indexed nor calibrated on) the
   guard releases, overall and per check;
-- the time to build the guard (descriptor training included).
+- the time to build the guard (descriptor training included), and the CPU time per image of the ``copy``
+  check's distance with its pose refinement and with the pose grid alone (``copy_check_cost``);
+- the same recall and release share with the ``copy`` check measuring by its pose grid alone, its tau
+  calibrated the same way (``grid_only_copy``): the comparison with and without pose refinement on the same copies.
 
 Data (``../shared/data``, skipped when absent): the PneumoniaMNIST balanced subset (28 px, 2,428 training
 images), BreastMNIST (28 px, 546), IXI T1 axial slices at 64 px (5 central slices per subject, subjects
@@ -44,8 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from near_copies import FAMILIES, RANGES, near_copy  # noqa: E402
 
 from monai_pso import __version__  # noqa: E402
+from monai_pso.calibrate import calibrate_threshold  # noqa: E402
 from monai_pso.data import DataSource, ImageRecord, load_image, load_source  # noqa: E402
+from monai_pso.embed.aligned import AlignedEmbedder  # noqa: E402
 from monai_pso.guard import build_guard  # noqa: E402
+from monai_pso.guard.checker import GuardCheck  # noqa: E402
+from monai_pso.index import ReferenceIndex  # noqa: E402
 from monai_pso.threads import cpu_threads  # noqa: E402
 
 SHARED = Path(os.environ.get("MONAI_PSO_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -103,6 +110,40 @@ def _decide(checker: Any, images: np.ndarray, batch: int = 32) -> tuple[np.ndarr
     return np.concatenate(released), {name: np.concatenate(v) for name, v in passed.items()}
 
 
+def _grid_only_copy_check(checker: Any, source: DataSource) -> GuardCheck:
+    """The ``copy`` check without its pose refinement (``refine_steps=0``), on the same training vectors, its tau
+    calibrated as the guard's (rule ``holdout`` on ``val``, same bootstrap): the exact grid search alone."""
+    check = next(c for c in checker.checks if c.name == "copy")
+    grid_only = AlignedEmbedder.from_settings({**check.embedder.settings, "refine_steps": 0})
+    rows = np.arange(check.index.n_rows)
+    vectors, items = check.index.row_vectors(rows), check.index.item_of_rows(rows)
+    index = ReferenceIndex.from_vectors(vectors, items, check.index.item_ids, check.index.patient_ids, image_shape=check.index.image_shape, embedder=grid_only, source=check.index.source)
+    threshold = calibrate_threshold(index, grid_only, source, rule="holdout", n_bootstrap=200, training=source, progress=False)
+    return GuardCheck.create(index, threshold, grid_only, name="copy")
+
+
+def _passes(check: GuardCheck, images: np.ndarray, batch: int = 32) -> np.ndarray:
+    """Per image: whether it passes ``check`` (distance >= tau)."""
+    return np.concatenate([check.measure(images[start : start + batch])[0] >= check.tau for start in range(0, len(images), batch)])
+
+
+def _copy_check_cost(checks: dict[str, GuardCheck], images: np.ndarray) -> dict[str, Any]:
+    """CPU milliseconds per image of the ``copy`` check's distance, with its pose refinement and with the pose grid alone."""
+    cost: dict[str, Any] = {}
+    for key, check in checks.items():
+        started = time.process_time()
+        _passes(check, images)
+        cost[f"{key}_ms_per_image"] = 1000.0 * (time.process_time() - started) / len(images)
+    cost["refinement_ms_per_image"] = cost["refined_ms_per_image"] - cost["grid_ms_per_image"]
+    cost["refine_settings"] = {key: value for key, value in checks["refined"].embedder.settings.items() if key.startswith("refine")}
+    return cost
+
+
+def _with_grid_only_copy(passed: dict[str, np.ndarray], grid_passed: np.ndarray) -> np.ndarray:
+    """Released flags when the ``copy`` check measures with the grid alone (every other check as it is)."""
+    return np.all([v for k, v in passed.items() if k != "copy"] + [grid_passed], axis=0)
+
+
 def run_dataset(name: str, copies: int, max_test: int, seed: int) -> dict[str, Any]:
     """Build the guard on one data set and measure recall per family and the release share."""
     what, loader = DATASETS[name]
@@ -116,6 +157,8 @@ def run_dataset(name: str, copies: int, max_test: int, seed: int) -> dict[str, A
         build_seconds = time.time() - started
         test_images = np.stack([load_image(r) for r in test])
         released, passed = _decide(checker, test_images)
+        grid_check = _grid_only_copy_check(checker, source)
+        grid_passed = _passes(grid_check, test_images)
         result: dict[str, Any] = {
             "data": what,
             "train_images": len(train),
@@ -126,16 +169,20 @@ def run_dataset(name: str, copies: int, max_test: int, seed: int) -> dict[str, A
             "release_share": float(released.mean()),
             "release_share_per_check": {k: float(v.mean()) for k, v in passed.items()},
             "release_share_by_group": {group: float(np.mean(np.all([v for k, v in passed.items() if k.startswith(group)], axis=0))) for group in GROUPS},
+            "copy_check_cost": _copy_check_cost({"refined": next(c for c in checker.checks if c.name == "copy"), "grid": grid_check}, test_images),
+            "grid_only_copy": {"tau": grid_check.tau, "release_share": float(_with_grid_only_copy(passed, grid_passed).mean()), "copy_release_share": float(grid_passed.mean())},
             "families": {},
         }
         for family in tqdm(FAMILIES, desc=f"{name} families", leave=False):
             chosen = rng.choice(len(train), copies, replace=False)
             made = np.stack([near_copy(family, load_image(train[i])[0], rng, test_images[rng.integers(len(test_images)), 0])[None] for i in chosen])
             released, passed = _decide(checker, made)
+            grid_passed = _passes(grid_check, made)
             result["families"][family] = {
                 **_share(~released),
                 "refused_per_check": {k: float((~v).mean()) for k, v in passed.items()},
                 "refused_by_group": {group: float(np.mean(~np.all([v for k, v in passed.items() if k.startswith(group)], axis=0))) for group in GROUPS},
+                "grid_only_copy": {"share": float(np.mean(~_with_grid_only_copy(passed, grid_passed))), "copy": float(np.mean(~grid_passed))},
             }
         result["min_recall"] = min(r["share"] for r in result["families"].values())
     return result

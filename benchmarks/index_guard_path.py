@@ -1,12 +1,13 @@
 """The guard's whole search path against faiss flat search, on image view sets with real neighbours.
 
-What the guard runs for one image: the query vectors of every view (:func:`~monai_pso.embed.views.default_query_views`
-of the ``pixel`` embedder: 53 views x 2 flips = 106 vectors in 2D), their exact smallest distance to the
-reference rows and the row attaining it (:meth:`monai_pso.index.ReferenceIndex.nearest_items`, grouped
-search); the decision is ``distance >= tau``.
+What the guard runs for one image and one check: the query vectors of every view (``--check pixel``:
+:func:`~monai_pso.embed.views.default_query_views` of the ``pixel`` embedder, 53 views x 2 flips = 106 vectors in
+2D; ``--check copy``: the copy check's aligned embedder, 746 poses x 2 flips = 1,492 vectors), their exact
+smallest distance to the reference rows and the row attaining it (:meth:`monai_pso.index.ReferenceIndex.nearest_items`,
+grouped search); the decision is ``distance >= tau``.
 
 - Images: IXI T1 axial slices (``/work/shared/data/ixi_t1_2mm``), resampled to 32x32, in ``[0, 1]``.
-- References (``--sizes``): embeddings (``pixel``, grid 16 -> D = 256, grid 32 -> D = 1024) of the slices
+- References (``--sizes``): embeddings (``pixel``, grid 16 -> D = 256, grid 32 -> D = 1024; ``copy``: D = 256) of the slices
   of the first 165 subjects, shuffled, then augmented copies of them (random shifts up to 4 pixels, turns up
   to 8 degrees, gain 0.85-1.15, offset +-0.05, Gaussian noise up to 0.02) until the size is reached: every
   row is a real image or a transformed real image, none is synthetic filler.
@@ -30,6 +31,7 @@ Usage::
 
     python benchmarks/index_guard_path.py --sizes 1e4 --dims 256 --images 8   # small, about a minute
     python benchmarks/index_guard_path.py                                     # 1e4,1e5,1e6 x 256,1024
+    python benchmarks/index_guard_path.py --check copy --dims 256 --images 8  # the copy check's views
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from index import SHARED, FlatBaseline, _rss_bytes, add_run_arguments, run_settings  # noqa: E402 (the flat benchmark's baseline, RSS reader, options)
 
 from monai_pso import __version__  # noqa: E402
+from monai_pso.embed.aligned import AlignedEmbedder  # noqa: E402
 from monai_pso.embed.base import Embedding  # noqa: E402
 from monai_pso.embed.pixel import PixelEmbedder  # noqa: E402
 from monai_pso.embed.views import default_query_views  # noqa: E402
@@ -111,17 +114,27 @@ def augment(images: torch.Tensor, rng: np.random.Generator, shift: float, degree
     return noisy.clamp(0.0, 1.0)
 
 
-def reference_vectors(train: np.ndarray, size: int, dims: list[int], seed: int) -> dict[int, np.ndarray]:
+def check_embedder(check: str, dim: int) -> Any:
+    """The embedder of a guard check at dimension ``dim``: ``pixel`` (grid 16 or 32) or ``copy`` (the aligned
+    embedder of the copy check, 16 x 16 equalised samples: D = 256 only)."""
+    if check == "copy":
+        if dim != 256:
+            raise SystemExit(f"--check copy: the copy check's vectors have 256 dimensions, not {dim}")
+        return AlignedEmbedder()
+    return PixelEmbedder(grid=GRIDS[dim])
+
+
+def reference_vectors(train: np.ndarray, size: int, dims: list[int], seed: int, check: str) -> dict[int, np.ndarray]:
     """Per dimension: ``(size, D)`` memory-mapped embeddings, real slices first (shuffled), then augmented copies."""
     folder = Path(tempfile.gettempdir()) / "monai_pso_guard_refs"
     folder.mkdir(exist_ok=True)
-    paths = {d: folder / f"refs_{size}_{d}_{seed}.npy" for d in dims}
+    paths = {d: folder / f"refs_{check}_{size}_{d}_{seed}.npy" for d in dims}
     if all(p.exists() for p in paths.values()):
         return {d: np.load(p, mmap_mode="r") for d, p in paths.items()}
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(train))
     outputs = {d: np.lib.format.open_memmap(folder / f"partial_{p.name}", mode="w+", dtype=np.float32, shape=(size, d)) for d, p in paths.items()}
-    embedders = {d: PixelEmbedder(grid=GRIDS[d]) for d in dims}
+    embedders = {d: check_embedder(check, d) for d in dims}
     for start in tqdm(range(0, size, AUGMENT_BATCH), desc=f"{size} references"):
         count = min(size, start + AUGMENT_BATCH) - start
         source = torch.from_numpy(train[order[np.arange(start, start + count) % len(train)]])[:, None]
@@ -208,10 +221,18 @@ def brute_force(index: ReferenceIndex, rows: np.ndarray, owner: np.ndarray) -> t
     return best, best_row
 
 
+def timed_call(call) -> float:
+    """Seconds one ``call()`` takes."""
+    tick = time.perf_counter()
+    call()
+    return time.perf_counter() - tick
+
+
 # -- one configuration -----------------------------------------------------------------------------
 
 
 def run_one(dim: int, size: int, vectors: np.ndarray, embedding: Embedding, n_fresh: int, args) -> dict[str, Any]:
+    """One row: the guard's path on ``size`` references of dimension ``dim`` against faiss flat search."""
     start = time.perf_counter()
     index = ReferenceIndex.from_vectors(np.asarray(vectors[:size]), np.arange(size), [str(i) for i in range(size)], ["p"] * size, source=f"IXI axial slices, {size} rows")
     index.use_backend(args.backend)
@@ -231,6 +252,10 @@ def run_one(dim: int, size: int, vectors: np.ndarray, embedding: Embedding, n_fr
         tick = time.perf_counter()
         faiss_per_image(flat, rows, owner, blas=False)
         faiss_default_s.append(time.perf_counter() - tick)
+    strategy_s = {}
+    if size <= args.strategy_max:  # grouping against a flat pass of our own (both exact): where the grouping pays
+        for strategy in ("flat", "pruned"):
+            strategy_s[strategy] = min(timed_call(lambda s=strategy: index.nearest_per_image(rows, owner, s)) for _ in range(args.repeat))
     searchers = index.searchers()
     for searcher in searchers:
         searcher.pairs_scanned = searcher.projected_pairs_scanned = searcher.pairs_remeasured = 0
@@ -249,6 +274,7 @@ def run_one(dim: int, size: int, vectors: np.ndarray, embedding: Embedding, n_fr
     n_images = len(embedding)
     best_faiss = min(faiss_s + faiss_default_s)
     return {
+        "check": args.check,
         "references": size,
         "dim": dim,
         "images": n_images,
@@ -257,6 +283,8 @@ def run_one(dim: int, size: int, vectors: np.ndarray, embedding: Embedding, n_fr
         "faiss_flat_queries_per_s": n_images / best_faiss,
         "faiss_flat_default_kernel_queries_per_s": n_images / min(faiss_default_s) if faiss_default_s else None,
         "speedup_vs_faiss_flat": best_faiss / min(ours_s),
+        "flat_queries_per_s": n_images / strategy_s["flat"] if strategy_s else None,
+        "grouped_queries_per_s": n_images / strategy_s["pruned"] if strategy_s else None,
         "mismatches": int(mismatched.sum()),
         "faiss_float32_distance_max_abs_error": float(np.max(np.abs(faiss_distance - truth))),
         "faiss_row_differs": int((faiss_rows != truth_rows).sum()),
@@ -282,6 +310,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=16, help="query images (a quarter of them near-copies)")
     parser.add_argument("--repeat", type=int, default=2, help="alternating timing rounds (best of each side)")
     parser.add_argument("--default-kernel-max", type=float, default=1e5, help="also time faiss's default kernel choice up to this many references")
+    parser.add_argument("--strategy-max", type=float, default=1e5, help="also time our flat and grouped strategies apart up to this many references")
+    parser.add_argument("--check", default="pixel", choices=["pixel", "copy"], help="whose embedding and views: the pixel check's or the copy check's")
     args = parser.parse_args()
     sizes, dims, gpu, out = run_settings(args)
     sizes.sort()
@@ -291,12 +321,12 @@ def main() -> None:
     n_fresh = args.images - args.images // 4
     rows: list[dict[str, Any]] = []
     with cpu_threads(args.threads):
-        vectors = reference_vectors(train, max(sizes), dims, args.seed)
+        vectors = reference_vectors(train, max(sizes), dims, args.seed, args.check)
         for dim in dims:
-            embedder = PixelEmbedder(grid=GRIDS[dim])
+            embedder = check_embedder(args.check, dim)
             embedding = default_query_views(embedder, 2).embed(embedder, images)
             for size in sizes:
-                print(f"dim {dim}, {size} references ...", flush=True)
+                print(f"{args.check} check, dim {dim}, {size} references ...", flush=True)
                 rows.append(run_one(dim, size, vectors[dim], embedding, n_fresh, args))
                 print(json.dumps({k: rows[-1][k] for k in ("queries_per_s", "faiss_flat_queries_per_s", "speedup_vs_faiss_flat", "mismatches", "peak_rss_mb")}), flush=True)
                 write_rows(out, rows, args, len(train), gpu)  # after every row: a long run keeps what it measured
@@ -306,9 +336,12 @@ def write_rows(out: Path, rows: list[dict[str, Any]], args: argparse.Namespace, 
     """Write ``rows`` into the ``guard_path`` of ``out``, replacing the rows of the same size and dimension
     and keeping the others (a run of one dimension keeps the other's) and the file's other keys."""
     report = json.loads(out.read_text()) if out.exists() else {"benchmark": "monai_pso.index exact search vs faiss IndexFlatL2"}
-    measured = {(r["dim"], r["references"]) for r in rows}
-    kept = [r for r in report.get("guard_path", []) if (r["dim"], r["references"]) not in measured]
-    report["guard_path"] = sorted(kept + rows, key=lambda r: (r["dim"], r["references"]))
+    def key(row: dict[str, Any]) -> tuple[str, int, int]:
+        return row.get("check", "pixel"), row["dim"], row["references"]
+
+    measured = {key(r) for r in rows}
+    kept = [r for r in report.get("guard_path", []) if key(r) not in measured]
+    report["guard_path"] = sorted(kept + rows, key=key)
     report["guard_path_setup"] = {
         "package_version": __version__,
         "platform": platform.platform(),
@@ -319,6 +352,7 @@ def write_rows(out: Path, rows: list[dict[str, Any]], args: argparse.Namespace, 
         "images": args.images,
         "image_side": SIDE,
         "views": default_query_views(PixelEmbedder(), 2).to_dict(),
+        "copy_check_embedder": AlignedEmbedder().settings,
         "reference_augmentation": {"shift_px": 4.0, "turn_degrees": 8.0, "gain": [0.85, 1.15], "offset": 0.05, "noise_std": 0.02},
         "real_reference_slices": real_slices,
         "gpu": torch.cuda.get_device_name(0) if gpu else None,

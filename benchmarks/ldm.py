@@ -16,7 +16,7 @@ overrides), so the three training loops below train exactly the same ``Autoencod
 
 Sampling: :class:`monai_pso.engines.GenerationWorkflow` (DDIM, ``--steps`` 25 and 50 by default) alone, and
 with the default guard (:func:`monai_pso.guard.build_guard` on a phantom of the same size, into a temporary
-folder) attached as a :class:`monai_pso.handlers.PrivacyGuard` (no release is written); images per second
+folder: the pixel, copy and plausibility checks, the phantom's 21 held-out images enough for the last) attached as a :class:`monai_pso.handlers.PrivacyGuard` (no release is written); images per second
 counted over requested images (the untrained model's images all pass, so this is the cost of checking, not
 of redrawing).
 
@@ -29,6 +29,7 @@ of an earlier run does not hide growth.
 Usage::
 
     python benchmarks/ldm.py --small                    # CPU, small sizes: benchmarks/results/ldm_cpu.json
+    python benchmarks/ldm.py --phases sampling          # CPU, full size: benchmarks/results/ldm_cpu_fullsize.json
     python benchmarks/ldm.py --device cuda              # full size (256^2, 128^3): benchmarks/results/ldm_gpu.json
 """
 
@@ -61,32 +62,37 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 #: Per bundle: the config overrides of ``--small`` and of the full size (the CT / MRI presets' sizes:
 #: 256 x 256 images with 4 x 64 x 64 latents, 128^3 volumes with 4 x 32^3 latents), the phantom the guard
-#: is built on, batch sizes.
+#: is built on, batch sizes. The small 2D size keeps the latent space (``latent_space``; the bundle would
+#: diffuse 32-pixel images on the pixels), so both sizes measure the latent diffusion path.
 SETTINGS: dict[str, dict[str, Any]] = {
     "ldm_2d": {
         "small": {"image_size": [32, 32], "ae_channels": [16, 32], "latent_channels": 2, "norm_num_groups": 8,
-                  "unet_channels": [32, 64], "unet_attention_levels": [False, True], "unet_num_head_channels": [0, 32], "unet_num_res_blocks": 1},
+                  "unet_channels": [32, 64], "unet_attention_levels": [False, True], "unet_num_head_channels": [0, 32], "unet_num_res_blocks": 1, "latent_space": True},
         "full": {"image_size": [256, 256]},
-        "phantom": "phantom:2d?patients=12&acquisitions=3&size={size}",
+        "phantom": "phantom:2d?patients=50&acquisitions=3&size={size}",
         "batch": {"small": 8, "full": 16},
     },
     "ldm_3d": {
         "small": {"image_size": [16, 16, 16], "ae_channels": [8, 16], "latent_channels": 2, "norm_num_groups": 8,
                   "unet_channels": [16, 32], "unet_attention_levels": [False, True], "unet_num_head_channels": [0, 16], "unet_num_res_blocks": 1},
         "full": {"image_size": [128, 128, 128]},
-        "phantom": "phantom:3d?patients=8&acquisitions=2&size={size}",
+        "phantom": "phantom:3d?patients=50&acquisitions=3&size={size}",
         "batch": {"small": 2, "full": 2},
     },
 }
 
 
-def bundle_networks(bundle: str, small: bool, device: torch.device) -> dict[str, Any]:
-    """The bundle's autoencoder, UNet, noise scheduler and image size, built from its configs."""
+def bundle_networks(bundle: str, small: bool, device: torch.device, side: int | None = None) -> dict[str, Any]:
+    """The bundle's autoencoder, UNet, noise scheduler and image size, built from its configs (full size:
+    ``side`` pixels per axis instead of the presets' when given)."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config([str(BUNDLES / bundle / "configs" / f) for f in ("train_autoencoder.json", "train_diffusion.json")])
-    parser.update({"bundle_root": str(BUNDLES / bundle), "device": device, **SETTINGS[bundle]["small" if small else "full"]})
+    overrides = SETTINGS[bundle]["small" if small else "full"]
+    if side and not small:
+        overrides = {"image_size": [side] * len(overrides["image_size"])}
+    parser.update({"bundle_root": str(BUNDLES / bundle), "device": device, **overrides})
     return {
         "autoencoder": parser.get_parsed_content("autoencoder_def").to(device).eval(),
         "unet": parser.get_parsed_content("network_def").to(device),
@@ -206,14 +212,33 @@ def measure_training(bundle: str, loop: str, small: bool, device: torch.device, 
     return result
 
 
-def measure_sampling(bundle: str, small: bool, device: torch.device, n: int, steps: list[int]) -> list[dict[str, Any]]:
-    """Per DDIM step count: images/s of unguarded and guarded generation of ``n`` images (one guard built once)."""
+class Stopwatch:
+    """``function`` with the seconds spent in it summed in ``seconds``."""
+
+    def __init__(self, function: Any) -> None:
+        self.function, self.seconds = function, 0.0
+
+    def __call__(self, *args: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return self.function(*args)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+def measure_sampling(bundle: str, small: bool, device: torch.device, n: int, steps: list[int], side: int | None = None) -> list[dict[str, Any]]:
+    """Per DDIM step count: images/s of unguarded and guarded generation of ``n`` images (one guard built once);
+    from ignite's ``HandlersTimeProfiler``, the seconds in the sampling iterations and in the guard's handler.
+    The handler's seconds include its redraws' sampling (timed apart, ``redraw_sampling_seconds``), so the
+    guard's own cost is the rest (``guard_check_seconds``), and ``guard_share_of_sampling`` is that over all
+    sampling, redraws included: the overhead apart from the machine's load, which the wall times include."""
+    from ignite.handlers import HandlersTimeProfiler
     from monai.networks.schedulers import DDIMScheduler
 
     from monai_pso.engines import GenerationWorkflow, LatentDiffusionSampler, generation_requests
     from monai_pso.guard import PrivacyGuard, build_guard
 
-    nets = bundle_networks(bundle, small, device)
+    nets = bundle_networks(bundle, small, device, side)
     batch = SETTINGS[bundle]["batch"]["small" if small else "full"]
     results = []
     with tempfile.TemporaryDirectory() as folder:
@@ -222,13 +247,17 @@ def measure_sampling(bundle: str, small: bool, device: torch.device, n: int, ste
         guard_build = time.perf_counter() - start
         for count in steps:
             sampler = LatentDiffusionSampler(nets["autoencoder"], nets["unet"], DDIMScheduler(1000), 1.0, nets["latent_shape"], num_inference_steps=count, device=device)
-            sampler([0])  # warm-up
-            result = {"bundle": bundle, "images": n, "ddim_steps": count, "batch_size": batch, "guard_build_seconds": guard_build, "taus": checker.taus}
+            LatentDiffusionSampler(nets["autoencoder"], nets["unet"], DDIMScheduler(1000), 1.0, nets["latent_shape"], num_inference_steps=1, device=device)([0])  # warm-up
+            result = {"bundle": bundle, "image_size": nets["image_size"], "images": n, "ddim_steps": count, "batch_size": batch, "guard_build_seconds": guard_build, "taus": checker.taus,
+                      "plausibility_check": checker.plausibility is not None}
             for guarded in (False, True):
                 workflow = GenerationWorkflow(sampler, generation_requests(n), batch_size=batch)
+                redraws = Stopwatch(workflow.regenerate)
                 if guarded:  # the guard's overhead only: checking (and redrawing), no release written
-                    guard = PrivacyGuard(checker, regenerate=workflow.regenerate, max_attempts=workflow.total_attempts - 1)
+                    guard = PrivacyGuard(checker, regenerate=redraws, max_attempts=workflow.total_attempts - 1)
                     guard.attach(workflow)
+                profiler = HandlersTimeProfiler()  # ignite's: time in each handler, apart from the sampling iterations
+                profiler.attach(workflow)
                 synchronize(device)
                 start = time.perf_counter()
                 workflow.run()
@@ -237,10 +266,16 @@ def measure_sampling(bundle: str, small: bool, device: torch.device, n: int, ste
                 key = "guarded" if guarded else "unguarded"
                 result[f"{key}_seconds"] = seconds
                 result[f"{key}_images_per_s"] = n / seconds
+                profile = {row[0]: row[2] for row in profiler.get_results() if isinstance(row[2], float)}
+                result[f"{key}_sampling_seconds"] = profile.get("Processing", 0.0)
                 if guarded:
                     result["guard_counts"] = workflow.state.privacy_summary["counts"]
-            result["guard_overhead"] = result["guarded_seconds"] / result["unguarded_seconds"] - 1.0
-            result["guard_seconds_per_image"] = (result["guarded_seconds"] - result["unguarded_seconds"]) / n
+                    result["guard_handler_seconds"] = sum(t for name, t in profile.items() if "PrivacyGuard" in name)
+                    result["redraw_sampling_seconds"] = redraws.seconds
+            result["guard_overhead"] = result["guarded_seconds"] / result["unguarded_seconds"] - 1.0  # wall: load noise included
+            result["guard_check_seconds"] = result["guard_handler_seconds"] - result["redraw_sampling_seconds"]
+            result["guard_share_of_sampling"] = result["guard_check_seconds"] / (result["guarded_sampling_seconds"] + result["redraw_sampling_seconds"])
+            result["guard_seconds_per_image"] = result["guard_check_seconds"] / result["guard_counts"]["checks"]  # per image checked
             results.append(result)
     return results
 
@@ -248,7 +283,8 @@ def measure_sampling(bundle: str, small: bool, device: torch.device, n: int, ste
 def run_phase(args: argparse.Namespace, phase: str) -> Any:
     """One measurement in a fresh process (so memory figures do not inherit an earlier run's heap)."""
     command = [sys.executable, __file__, "--phase", phase, "--device", args.device, "--threads", str(args.threads),
-               "--iterations", str(args.iterations), "--repeat", str(args.repeat), "--images", str(args.images), "--steps", args.steps] + (["--small"] if args.small else [])
+               "--iterations", str(args.iterations), "--repeat", str(args.repeat), "--images", str(args.images), "--steps", args.steps,
+               "--image-side", str(args.image_side or 0)] + (["--small"] if args.small else [])
     done = subprocess.run(command, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -258,7 +294,7 @@ def phase_result(args: argparse.Namespace) -> dict[str, Any] | list[dict[str, An
     device = torch.device(args.device)
     if kind == "train":
         return measure_training(bundle, loop[0], args.small, device, args.iterations, args.repeat)
-    return measure_sampling(bundle, args.small, device, args.images, [int(s) for s in args.steps.split(",")])
+    return measure_sampling(bundle, args.small, device, args.images, [int(s) for s in args.steps.split(",")], args.image_side or None)
 
 
 def main() -> None:
@@ -271,7 +307,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=16, help="Images generated per sampling measurement.")
     parser.add_argument("--steps", default="25,50", help="DDIM step counts of the sampling measurements, comma-separated.")
     parser.add_argument("--bundles", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--image-side", type=int, default=None, help="Full size: this many pixels per axis instead of the presets' (256^2, 128^3); sampling only.")
+    parser.add_argument("--phases", nargs="+", default=["training", "sampling"], choices=["training", "sampling"], help="What to measure.")
+    parser.add_argument("--out", type=Path, default=None, help="Default: results/ldm_cpu.json (--small), ldm_cpu_fullsize.json (CPU, full size), ldm_gpu.json.")
     parser.add_argument("--phase", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
@@ -280,27 +318,40 @@ def main() -> None:
         return
     training, sampling = [], []
     for bundle in args.bundles:
-        for loop in LOOPS:
-            training.append(run_phase(args, f"train:{bundle}:{loop}"))
-            print(json.dumps(training[-1]), flush=True)
-        plain, latents, ours = training[-3:]
-        for baseline in (plain, latents):
-            ours[f"speedup_vs_{baseline['loop']}"] = ours["samples_per_s"] / baseline["samples_per_s"]
-            ours[f"memory_vs_{baseline['loop']}"] = ours["peak_memory_mib"] / baseline["peak_memory_mib"] if baseline["peak_memory_mib"] else None
-        sampling.extend(run_phase(args, f"sample:{bundle}"))
-        print(json.dumps(sampling[-2:]), flush=True)
-    out = args.out or RESULTS / f"ldm_{'cpu' if args.device == 'cpu' else 'gpu'}.json"
-    report = {
+        if "training" in args.phases:
+            for loop in LOOPS:
+                training.append(run_phase(args, f"train:{bundle}:{loop}"))
+                print(json.dumps(training[-1]), flush=True)
+            plain, latents, ours = training[-3:]
+            for baseline in (plain, latents):
+                ours[f"speedup_vs_{baseline['loop']}"] = ours["samples_per_s"] / baseline["samples_per_s"]
+                ours[f"memory_vs_{baseline['loop']}"] = ours["peak_memory_mib"] / baseline["peak_memory_mib"] if baseline["peak_memory_mib"] else None
+        if "sampling" in args.phases:
+            sampling.extend(run_phase(args, f"sample:{bundle}"))
+            print(json.dumps(sampling[-2:]), flush=True)
+    out = args.out or RESULTS / ("ldm_gpu.json" if args.device != "cpu" else "ldm_cpu.json" if args.small else "ldm_cpu_fullsize.json")
+    write_json_atomically(out, merged_report(out, args, training, sampling))
+    print(f"wrote {out}")
+
+
+def merged_report(out: Path, args: argparse.Namespace, training: list[dict[str, Any]], sampling: list[dict[str, Any]]) -> dict[str, Any]:
+    """The report of this run, keeping the rows ``out`` already holds for the bundles and phases it did not
+    measure; ``settings_by_run`` says which settings each ``phase:bundle`` was measured under."""
+    earlier = json.loads(out.read_text()) if out.exists() else {}
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "phase"}
+    measured = {f"{phase}:{bundle}" for phase in args.phases for bundle in args.bundles}
+    kept = {phase: [r for r in earlier.get(phase, []) if f"{phase}:{r['bundle']}" not in measured] for phase in ("training", "sampling")}
+    runs = {f"{phase}:{r['bundle']}" for phase, rows in kept.items() for r in rows}
+    by_run = {run: earlier.get("settings_by_run", {}).get(run, earlier.get("settings")) for run in runs}
+    return {
         "benchmark": "latent diffusion training (monai_pso vs model-zoo LDMTrainer loop) and guarded sampling",
         "package_version": __version__,
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
                     "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "cpu"},
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "phase"},
-        "training": training,
-        "sampling": sampling,
+        "settings_by_run": {**by_run, **{run: settings for run in measured}},
+        "training": kept["training"] + training,
+        "sampling": kept["sampling"] + sampling,
     }
-    write_json_atomically(out, report)
-    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Experiments: classification on the PneumoniaMNIST subset, BreastMNIST (2D) and A
 super-resolution 2x and 4x on IXI T1 axial slices; denoising on CT slices of AdrenalMNIST3D_64 (four
 neighbouring slices per volume, or one: ``ct_denoise_one_slice``).
 Targets: synthetic-trained AUROC within 1 point of real-trained; synthetic-trained PSNR/SSIM not
-significantly worse (one-sided p > 0.05); zero guard violations.
+significantly worse (one-sided p > 0.05); zero guard violations. Every comparison also carries the
+non-inferiority tests (5 AUROC points, 0.5 dB, 0.01 SSIM) and, with ``--generator-seeds 0,1,2``, the
+comparison of every seed (``per_seed``) and their spread (``across_seeds``).
 
 Each experiment trains its own generator on its train split (:class:`GeneratedSynthetic`: the small
 ``ldm_2d`` / ``ldm_3d`` networks, class-conditional for classification), calibrates the guard on the
@@ -13,7 +15,7 @@ release instead, and ``--stand-in`` real images of unused patients (labelled so:
 pipeline, not synthetic data). Work folders (generators, releases, reports) go to ``--work``; the
 figures of each finished experiment are merged into ``--out/study_cpu.json`` as it ends.
 
-Usage: ``python benchmarks/study.py [--steps 300] [--limit 400] [--only breastmnist ...] [--work DIR]``
+Usage: ``python benchmarks/study.py [--steps 300] [--limit 400] [--only breastmnist ...] [--generator-seeds 0,1,2] [--work DIR]``
 """
 
 from __future__ import annotations
@@ -93,7 +95,9 @@ def _provider(name: str, task: str, where: str, data: DataSource, args: argparse
         spare_records = [r for r in spare if r.patient_id not in used and r.split == "train"]
         return StandInSynthetic(DataSource(spare_records, f"{spare.description} [unused patients]"))  # type: ignore[arg-type]
     settings = {"attempts_per_level": args.attempts} if args.attempts else {}
-    return GeneratedSynthetic(task == "classification", args.ldm_autoencoder_steps, args.ldm_diffusion_steps, args.ldm_sampling_steps, settings)
+    candidates = args.candidates if task == "classification" else 1
+    steps = (args.ldm_autoencoder_steps, args.ldm_diffusion_steps, args.ldm_sampling_steps)
+    return GeneratedSynthetic(task == "classification", *steps, settings, candidates=candidates, selection_steps=args.selection_steps)
 
 
 def _summary(report: dict, seconds: float) -> dict:
@@ -103,8 +107,9 @@ def _summary(report: dict, seconds: float) -> dict:
         "seconds": round(seconds, 1),
         "data": report["data"],
         "synthetic": report["synthetic"],
-        "guard": {"tau": guard["tau"], "rejection_rate": guard.get("rejection_rate"), "counts": guard.get("counts"), "violations": guard["violations"]},
+        "guard": {"tau": guard["tau"], "rejection_rate": guard.get("rejection_rate"), "counts": guard.get("counts"), "violations": guard["violations"], "per_seed": guard["per_seed"]},
         "arms": report["arms"],
+        "arms_per_seed": report["arms_per_seed"],
         "comparisons": report["comparisons"],
         "conclusions": report["conclusions"],
     }
@@ -121,7 +126,11 @@ def main() -> None:
     parser.add_argument("--ldm-autoencoder-steps", type=int, default=DEFAULT_LDM_STEPS["autoencoder"])
     parser.add_argument("--ldm-diffusion-steps", type=int, default=DEFAULT_LDM_STEPS["diffusion"])
     parser.add_argument("--ldm-sampling-steps", type=int, default=25)
+    parser.add_argument("--generator-seeds", type=lambda value: [int(v) for v in value.split(",")], default=[0], help="comma-separated generator seeds, e.g. 0,1,2")
     parser.add_argument("--attempts", type=int, default=None, help="draws per requested image before it is dropped [default: the bundle's 4]")
+    parser.add_argument("--candidates", type=int, default=1, help="classification: draws per training image, the best released one kept (candidate selection)")
+    parser.add_argument("--selection-steps", type=int, default=200, help="training steps of candidate selection's classifier on real train")
+    parser.add_argument("--results-name", default="study_cpu.json", help="results file in --out (a new name keeps study_cpu.json)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--work", default=str(Path(__file__).parent / "runs"), help="generators, releases and reports (not committed)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
@@ -129,7 +138,7 @@ def main() -> None:
     args.releases = dict(item.split("=", 1) for item in args.release)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results_file = out / "study_cpu.json"
+    results_file = out / args.results_name
     results = json.loads(results_file.read_text()) if results_file.is_file() else {"experiments": {}}
     results.update(machine=platform.processor() or platform.machine(), python=sys.version.split()[0], threads=args.threads)
     if not SHARED.is_dir():
@@ -138,9 +147,10 @@ def main() -> None:
         task, where, options = EXPERIMENTS[name]
         data = _data(where, args.limit)
         settings = {"steps": args.steps, "batch_size": args.batch_size, "limit": args.limit, "ldm_steps": [args.ldm_autoencoder_steps, args.ldm_diffusion_steps],
-                    "ldm_sampling_steps": args.ldm_sampling_steps, "attempts": args.attempts or 4}
+                    "ldm_sampling_steps": args.ldm_sampling_steps, "attempts": args.attempts or 4, "generator_seeds": args.generator_seeds,
+                    "candidates": args.candidates if task == "classification" else 1}
         started = time.time()
-        config = StudyConfig(data, task, options, steps=args.steps, batch_size=args.batch_size)  # type: ignore[arg-type]
+        config = StudyConfig(data, task, options, steps=args.steps, batch_size=args.batch_size, generator_seeds=args.generator_seeds)  # type: ignore[arg-type]
         with cpu_threads(args.threads):
             report = run_study(config, _provider(name, task, where, data, args), Path(args.work) / name)
         results["experiments"][name] = {"settings": settings, **_summary(report, time.time() - started)}

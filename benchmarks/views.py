@@ -1,10 +1,11 @@
-"""Time to embed the guard's query views of one image: the pixel checks on IXI T1 volumes (3D) and slices (2D).
+"""Time to embed the guard's query views of one image: every check of the default guard, on IXI T1 volumes (3D) and slices (2D).
 
 For each of the first ``--volumes`` IXI T1 volumes (``/work/shared/data/ixi_t1_2mm``, 120 x 120 x 90, scaled
-to ``[0, 1]`` by their 99.5th percentile) and its middle axial slice, every default check of the guard
-that is a ``pixel`` embedder (:data:`monai_pso.guard.folder.DEFAULT_CHECKS`) embeds the image's default
-query views (:func:`monai_pso.embed.views.default_query_views`) exactly as the guard does
-(:meth:`~monai_pso.embed.views.QueryViews.embed`). Reported per image and check: wall seconds and the
+to ``[0, 1]`` by their 99.5th percentile) and its middle axial slice, every check of the default guard
+(:func:`monai_pso.guard.build_guard`: the ``pixel`` checks of :data:`monai_pso.guard.folder.DEFAULT_CHECKS`,
+the copy checks of :data:`monai_pso.guard.copy_check.CHECK_NAMES` and the plausibility check's ``fidelity``
+embedding) embeds the image's default query views (:func:`monai_pso.embed.views.default_query_views`)
+exactly as the guard does (:meth:`~monai_pso.embed.views.QueryViews.embed`). Reported per image and check: wall seconds and the
 process's CPU seconds (user + system: on a shared machine the wall time includes waiting for a core),
 the best of ``--repeat`` runs, one thread.
 
@@ -27,9 +28,13 @@ import numpy as np
 import torch
 
 from monai_pso import __version__
+from monai_pso.embed.aligned import AlignedEmbedder
+from monai_pso.embed.base import Embedder
 from monai_pso.embed.registry import create_embedder
-from monai_pso.embed.views import default_query_views
+from monai_pso.embed.views import QueryViews, default_query_views
+from monai_pso.guard.copy_check import CHECK_NAMES
 from monai_pso.guard.folder import DEFAULT_CHECKS
+from monai_pso.guard.plausibility import PLAUSIBILITY_DIR, PLAUSIBILITY_EMBEDDER
 from monai_pso.io import write_json_atomically
 from monai_pso.threads import cpu_threads
 
@@ -63,11 +68,18 @@ def best_time(call, repeat: int) -> tuple[float, float]:
     return min(walls), min(cpus)
 
 
+def guard_embedders(spatial_dims: int) -> dict[str, Embedder]:
+    """The default guard's checks and the embedder each measures in."""
+    checks = {name: create_embedder("pixel", **settings) for name, settings in DEFAULT_CHECKS.items()}
+    checks.update({name: AlignedEmbedder(windows=windows) for windows, name in CHECK_NAMES.items()})
+    checks[PLAUSIBILITY_DIR] = create_embedder(PLAUSIBILITY_EMBEDDER, spatial_dims=spatial_dims)
+    return checks
+
+
 def measure(images: list[np.ndarray], spatial_dims: int, repeat: int) -> list[dict[str, Any]]:
     rows = []
-    for check, settings in DEFAULT_CHECKS.items():
-        embedder = create_embedder("pixel", **settings)
-        views = default_query_views(embedder, spatial_dims)
+    for check, embedder in guard_embedders(spatial_dims).items():
+        views = QueryViews() if check == PLAUSIBILITY_DIR else default_query_views(embedder, spatial_dims)  # plausibility: the image (and mirrors) only
         walls, cpus, vectors = [], [], 0
         for image in images:
             batch = torch.from_numpy(image)[None, None]
@@ -85,7 +97,8 @@ def measure(images: list[np.ndarray], spatial_dims: int, repeat: int) -> list[di
             "wall_s_per_image": float(np.mean(walls)),
             "cpu_s_per_image": float(np.mean(cpus)),
         })
-    return rows
+    total = {key: float(sum(r[key] for r in rows)) for key in ("wall_s_per_image", "cpu_s_per_image")}
+    return rows + [{"check": "all", "spatial_dims": spatial_dims, "image_shape": list(images[0].shape), "images": len(images), **total}]
 
 
 def main() -> None:
@@ -99,7 +112,7 @@ def main() -> None:
     with cpu_threads(args.threads), torch.no_grad():
         rows = measure(volumes, 3, args.repeat) + measure([v[:, :, v.shape[2] // 2].copy() for v in volumes], 2, args.repeat)
     report = {
-        "benchmark": "embedding the guard's query views of one image (pixel checks)",
+        "benchmark": "embedding the guard's query views of one image (every check of the default guard)",
         "package_version": __version__,
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "threads": args.threads, "torch": torch.__version__},
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},

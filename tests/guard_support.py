@@ -7,6 +7,8 @@ import torch
 from scipy import ndimage
 
 from monai_pso.data import DataSource, load_image
+from monai_pso.embed.base import Embedding
+from monai_pso.embed.views import refines_poses
 from monai_pso.guard.checker import PrivacyChecker
 
 
@@ -64,7 +66,9 @@ def brute_force_released(checker: PrivacyChecker, train_images: np.ndarray, quer
     """The guard's decisions recomputed without the index: every query view against every training vector, float64.
 
     Each query vector's nearest training vector is found over all of them (float64 products), then its
-    distance is re-measured from the differences, so exact copies come out at exactly 0.
+    distance is re-measured from the differences, so exact copies come out at exactly 0. A check whose
+    embedder refines poses (the ``copy`` check) refines against the brute-force nearest training vectors
+    of the query vector attaining that distance, as the guard does.
 
     Returns whether each query passes every check, and the per-check distances.
     """
@@ -81,7 +85,12 @@ def brute_force_released(checker: PrivacyChecker, train_images: np.ndarray, quer
         for i in range(len(queries)):
             vectors = query.vectors[i][query.valid[i]].astype(np.float64)  # (V, D)
             nearest = ((vectors**2).sum(axis=1)[:, None] + ref_norms[None, :] - 2.0 * vectors @ refs.T).argmin(axis=1)
-            out[i] = np.sqrt(((vectors - refs[nearest]) ** 2).sum(axis=1)).min()  # re-measured from differences
+            gaps = np.sqrt(((vectors - refs[nearest]) ** 2).sum(axis=1))  # re-measured from differences
+            out[i] = gaps.min()
+            if refines_poses(embedder, views):  # the copy check's refinement, against the seed vector's nearest training vectors
+                candidates = np.argsort(((refs - vectors[gaps.argmin()]) ** 2).sum(axis=1), kind="stable")[: embedder.refine_candidates]
+                one = Embedding(query.vectors[i : i + 1], query.valid[i : i + 1])
+                out[i] = min(out[i], embedder.refine(queries[i : i + 1], one, refs[candidates][None].astype(np.float32)).min())
         distances[check.name] = out
         passed &= out >= check.tau
     return passed, distances

@@ -25,7 +25,7 @@ BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
 SCHEMA = Path(__file__).resolve().parents[1] / ".." / "shared" / "schema" / "meta_schema_20240725.json"
 
 TINY = {
-    "ldm_2d": {"dataset_source": "phantom:2d?patients=4&acquisitions=2&size=16", "image_size": [16, 16]},
+    "ldm_2d": {"dataset_source": "phantom:2d?patients=4&acquisitions=2&size=16", "image_size": [16, 16], "latent_min_size": 16},  # the latent recipe (smaller images diffuse on pixels)
     "ldm_3d": {"dataset_source": "phantom:3d?patients=3&acquisitions=2&size=8", "image_size": [8, 8, 8]},
 }
 NETWORKS = {

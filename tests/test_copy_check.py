@@ -90,6 +90,29 @@ def test_aligned_3d_finds_moved_and_re_exposed_volumes_and_pasted_blocks():
     assert (own < others).all() and np.median(own) < unseen.min(), (own, others, unseen)
 
 
+def test_regions_pasted_anywhere_on_64_pixel_images_meet_a_training_window_exactly():
+    """A region of half a side or more of a 64-pixel training image, pasted at a random whole-pixel place of an
+    unseen image, holds a query window equal to a training window (dense query side); with the scaled query
+    stride of earlier embedders (``dense_queries=0``) only even offsets do."""
+    rng = np.random.default_rng(64)
+    images = _blobs(16, 64, rng)
+    training, canvases = images[:8], images[8:]
+    pasted, odd = canvases.copy(), []
+    for copy, image in zip(pasted, training):
+        side = rng.integers(32, 45, 2)  # 50-70% of each side
+        source, target = rng.integers(0, 65 - side), rng.integers(0, 65 - side)
+        copy[0, target[0] : target[0] + side[0], target[1] : target[1] + side[1]] = image[0, source[0] : source[0] + side[0], source[1] : source[1] + side[1]]
+        odd.append(bool(((target - source) % 2).any()))
+    dense, scaled = AlignedEmbedder(windows=True), AlignedEmbedder(windows=True, dense_queries=0)
+    references = dense.embed(training)
+    own = np.diag(image_distances(dense.embed_queries(pasted), references))
+    unseen = image_distances(dense.embed_queries(canvases), references).min(axis=1)
+    assert own.max() < 1e-6 < unseen.min(), (own, unseen)
+    sparse = np.diag(image_distances(scaled.embed_queries(pasted), references))
+    assert any(odd) and (sparse[np.array(odd)] > 1e-6).all(), (sparse, odd)
+    assert embedder_from_settings({k: v for k, v in dense.settings.items() if k != "dense_queries"}).settings == scaled.settings
+
+
 def test_window_mode_counts_informative_windows_only():
     image = np.zeros((1, 1, 32, 32), np.float32)
     image[0, 0, :16, :16] = _blobs(1, 16, np.random.default_rng(2))[0, 0]

@@ -250,7 +250,7 @@ def test_report_states_the_multiclass_comparison():
         "task": "classification",
         "arms": {arm: task.summarize(out, targets) for arm, out in arms.items()},
         "comparisons": {"synthetic vs real": task.compare((arms["synthetic"], targets), (arms["real"], targets))},
-        "guard": {"tau": 0.1, "violations": 0, "verification": {"n_synthetic": 5, "n_training": 9}},
+        "guard": {"tau": 0.1, "violations": 0, "verification": {"n_synthetic": 5, "n_training": 9, "violations": 0}},
     }
     line = conclusions(report)[0]
     mean = report["comparisons"]["synthetic vs real"]["auroc_difference"]

@@ -104,7 +104,7 @@ def test_pivots_cover_every_vector_and_pruning_skips_most_pairs_of_close_views()
     index = ReferenceIndex.from_vectors(refs, np.arange(4000), [str(i) for i in range(4000)], ["p"] * 4000)
     searcher = index.searchers()[0]
     searcher.pairs_scanned = 0
-    distance, _ = index.nearest_per_image(queries, owner, strategy="flat")
+    distance, _ = index.nearest_per_image(queries, owner, strategy="pruned")
     np.testing.assert_array_equal(distance, brute_force(queries, refs, owner)[0])
     assert searcher.pairs_scanned < 0.2 * len(queries) * len(refs)
 

@@ -5,7 +5,8 @@
 - **Same-patient distances**: for each image of a patient with two or more images, its distance to the
   nearest *other* image of the same patient, with the same image-to-image definition (the minimum over
   the image's valid query-side vectors and the other image's valid reference-side vectors,
-  :func:`~monai_pso.embed.distance.image_distances`). This is the distance the guard would see if the
+  :func:`~monai_pso.embed.distance.image_distances`; lowered by the embedder's pose refinement when it
+  refines, as the guard's distance is). This is the distance the guard would see if the
   image were a synthetic one and the patient's other images were the training set: how close a
   re-acquisition of a person lies.
 
@@ -31,7 +32,7 @@ from tqdm.auto import tqdm
 from monai_pso.data import DataSource, load_image, record_batches
 from monai_pso.embed.base import Embedder
 from monai_pso.embed.distance import image_distances
-from monai_pso.embed.views import QueryViews
+from monai_pso.embed.views import QueryViews, refines_poses
 from monai_pso.errors import MIXED_SHAPES_HINT, ImageValueError
 from monai_pso.index.query import check_image_batch, nearest_training_items
 
@@ -110,7 +111,11 @@ def same_patient_distances(
             raise ImageValueError(f"{source.description}: the images of patient {records[0].patient_id} differ in shape; {MIXED_SHAPES_HINT}")
         batch = check_image_batch(np.stack(images), index)
         with torch.no_grad():
-            matrix = image_distances((views or QueryViews()).embed(embedder, torch.from_numpy(batch)), embedder.embed(batch))
+            queries, references = (views or QueryViews()).embed(embedder, torch.from_numpy(batch)), embedder.embed(batch)
+        matrix = image_distances(queries, references)
+        if refines_poses(embedder, views):  # the pose refinement of the guard's decision
+            every_other = np.broadcast_to(references.vectors[None, :, 0], (len(batch), *references.vectors[:, 0].shape))
+            matrix = np.minimum(matrix, embedder.refine(torch.from_numpy(batch), queries, every_other))
         np.fill_diagonal(matrix, np.inf)
         values.append(matrix.min(axis=1))
         patients.extend(r.patient_id for r in records)

@@ -6,8 +6,9 @@ check's own embedder, its threshold's query views (translations, turns, intensit
 :class:`~monai_pso.embed.views.QueryViews`) and its tau; the training images are re-embedded here
 rather than read from the guard's index, so a fault of the index (pruning, stored vectors) cannot hide
 a violation. The distance is that of :mod:`monai_pso.embed` (Euclidean between embedding vectors, the
-minimum over the query image's valid vectors of every view and the reference image's valid vectors);
-without an embedder, the root-mean-square pixel difference of the two images in ``[0, 1]`` (the
+minimum over the query image's valid vectors of every view and the reference image's valid vectors,
+lowered by the embedder's pose refinement where the guard refines: the ``copy`` check,
+:func:`~monai_pso.index.query.refined_nearest`, here against the brute force's own nearest rows); without an embedder, the root-mean-square pixel difference of the two images in ``[0, 1]`` (the
 ``pixel`` embedder without resampling), of every view when views are given.
 
 Squared distances are expanded (``|q|^2 + |r|^2 - 2 q.r``) to find each query vector's nearest training
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_pso.embed.views import QueryViews
+from monai_pso.embed.views import QueryViews, refines_poses
 
 #: Entries of one block of the query-by-training distance matrix (float64): about 160 MB.
 BLOCK_ENTRIES = 20_000_000
@@ -61,17 +62,33 @@ def _query_rows(batch: np.ndarray, embedder: Any | None, views: QueryViews) -> t
     return embedding.rows().astype(np.float64), embedding.row_owner()
 
 
-def _nearest_rows(queries: np.ndarray, references: np.ndarray) -> np.ndarray:
-    """Per query row, the exact float64 distance to its nearest reference row (brute force, in blocks)."""
+def _nearest_rows(queries: np.ndarray, references: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Per query row, the exact float64 distance to its nearest reference row and the ``(N, k)`` rows nearest
+    it, nearest first (brute force, in blocks)."""
     reference_norms = np.einsum("ij,ij->i", references, references)
     block = max(1, BLOCK_ENTRIES // max(1, len(references)))
-    best = np.empty(len(queries))
+    best, nearest = np.empty(len(queries)), np.empty((len(queries), min(k, len(references))), np.int64)
     for start in range(0, len(queries), block):
         q = queries[start : start + block]
         squared = np.einsum("ij,ij->i", q, q)[:, None] + reference_norms[None] - 2.0 * (q @ references.T)
-        nearest = squared.argmin(axis=1)
-        best[start : start + block] = np.sqrt(((q - references[nearest]) ** 2).sum(axis=1))
-    return best
+        order = np.argsort(squared, axis=1, kind="stable")[:, : nearest.shape[1]]
+        nearest[start : start + block] = order
+        best[start : start + block] = np.sqrt(((q - references[order[:, 0]]) ** 2).sum(axis=1))
+    return best, nearest
+
+
+def _refined_distances(batch: np.ndarray, embedder: Any, references: np.ndarray) -> np.ndarray:
+    """Per image: its grid distance lowered by the embedder's pose refinement against the ``refine_candidates``
+    reference rows nearest the query vector attaining the grid distance (as the guard's index does)."""
+    with torch.no_grad():
+        embedding = embedder.embed_queries(torch.from_numpy(batch))
+    vectors, valid = np.asarray(embedding.vectors, np.float64), np.asarray(embedding.valid, bool)
+    distances, nearest = _nearest_rows(vectors.reshape(-1, vectors.shape[-1]), references)
+    distances = np.where(valid, distances.reshape(valid.shape), np.inf)
+    seeds = vectors[np.arange(len(batch)), distances.argmin(axis=1)]
+    _, candidates = _nearest_rows(seeds, references, k=embedder.refine_candidates)
+    refined = embedder.refine(torch.from_numpy(batch), embedding, references[candidates])
+    return np.minimum(distances.min(axis=1), refined.min(axis=1))
 
 
 def nearest_training_distances(
@@ -110,8 +127,11 @@ def nearest_training_distances(
     references = _reference_rows(np.asarray(training, np.float32), embedder, chunk)
     best = np.full(len(synthetic), np.inf)
     for start, batch in _batches(synthetic, chunk):
+        if refines_poses(embedder, views):
+            best[start : start + len(batch)] = _refined_distances(batch, embedder, references)
+            continue
         rows, owner = _query_rows(batch, embedder, views)
-        np.minimum.at(best, start + owner, _nearest_rows(rows, references))
+        np.minimum.at(best, start + owner, _nearest_rows(rows, references)[0])
     return best
 
 

@@ -17,12 +17,44 @@ def _ci(low: float, high: float, signed: bool = False) -> str:
     return f"95% CI {fmt.format(low)} to {fmt.format(high)}"
 
 
+def _noninferiority(name: str, entry: dict[str, Any]) -> str:
+    """The non-inferiority clause of a compared metric (empty when the entry has no test)."""
+    if "p_noninferior" not in entry:
+        return ""
+    verdict = "non-inferior" if entry["noninferior"] else "non-inferiority not shown"
+    bound = f"{100 * (1 - entry['alpha']):.0f}% one-sided lower bound {entry['lower_bound']:+.3f}"
+    seeds_reading = ""
+    if "p_difference" in entry:
+        reading = "not significantly worse" if entry["not_significantly_worse"] else "significantly worse"
+        seeds_reading = f" Read as the seeds do (two-sided paired t-test, worse when p <= {entry['alpha']:g}): p={entry['p_difference']:.3g}, {reading}."
+    return f" Non-inferiority at margin {entry['margin']:g} ({name}): p={entry['p_noninferior']:.3g}, {bound}: {verdict}.{seeds_reading}"
+
+
+#: How the ``share_*`` fields of ``across_seeds`` read in a sentence.
+_SHARES = {"share_noninferior": "non-inferior", "share_within_1pp": "within 1 pp", "share_not_significantly_worse": "not significantly worse"}
+
+
+def _across_seeds(arm: str, comparison: dict[str, Any]) -> list[str]:
+    """One sentence per metric over the generator seeds (none for a single seed)."""
+    lines = []
+    for metric, row in comparison.get("across_seeds", {}).items():
+        if row["n_seeds"] < 2:
+            continue
+        shares = ", ".join(f"{label} in {round(row[key] * row['n_seeds'])} of {row['n_seeds']}" for key, label in _SHARES.items() if key in row)
+        lines.append(
+            f"{arm} vs real over {row['n_seeds']} generator seeds: {metric.upper()} difference mean {row['mean']:+.3f} (sd {row['sd']:.3f}, "
+            f"range {row['min']:+.3f} to {row['max']:+.3f})" + (f"; {shares}." if shares else ".")
+        )
+    return lines
+
+
 def conclusions(report: dict[str, Any]) -> list[str]:
-    """Plain sentences stating each comparison with its interval and p-value, and the guard check.
+    """Plain sentences stating each comparison with its interval, p-value and non-inferiority test, the spread
+    over generator seeds, and the guard check.
 
     Examples
     --------
-    >>> r = {"task": "denoising", "guard": {"tau": 0.1, "violations": 0, "verification": {"n_synthetic": 5, "n_training": 9}},
+    >>> r = {"task": "denoising", "guard": {"tau": 0.1, "violations": 0, "verification": {"n_synthetic": 5, "n_training": 9, "violations": 0}},
     ...      "comparisons": {"synthetic vs real": {"psnr": {"mean_candidate": 30.0, "mean_reference": 31.0, "mean_difference": -1.0,
     ...      "ci_low": -1.5, "ci_high": -0.5, "p_t": 0.01, "p_wilcoxon": 0.02, "p_worse_t": 0.005, "p_worse_wilcoxon": 0.01}}}}
     >>> conclusions(r)[0].startswith("synthetic-trained PSNR 30.000 vs real-trained 31.000")
@@ -39,8 +71,10 @@ def conclusions(report: dict[str, Any]) -> list[str]:
             lines.append(
                 f"{arm}-trained AUROC {a_val:.3f} ({_ci(a['ci_low'], a['ci_high'])}) vs real-trained {b_val:.3f} "
                 f"({_ci(b['ci_low'], b['ci_high'])}): difference {d['difference']:+.3f} ({_ci(d['ci_low'], d['ci_high'], True)}), "
-                f"p={p:.3g} ({comparison['method']})."
+                f"p={p:.3g} ({comparison['method']}).{_noninferiority('AUROC', d)}"
+                + (f" Within 1 pp of real (point estimate >= -0.01): {'yes' if d['within_1pp'] else 'no'}." if "within_1pp" in d else "")
             )
+            lines += _across_seeds(arm, comparison)
             continue
         for metric in ("psnr", "ssim"):
             if metric not in comparison:
@@ -51,12 +85,17 @@ def conclusions(report: dict[str, Any]) -> list[str]:
                 f"{arm}-trained {metric.upper()} {c['mean_candidate']:.3f} vs real-trained {c['mean_reference']:.3f}: difference "
                 f"{c['mean_difference']:+.3f} ({_ci(c['ci_low'], c['ci_high'], True)}), paired t-test p={c['p_t']:.3g}, Wilcoxon p={c['p_wilcoxon']:.3g}; "
                 f"{'significantly worse' if worse else 'not significantly worse'} (one-sided p={c['p_worse_t']:.3g} t, {c['p_worse_wilcoxon']:.3g} Wilcoxon)."
+                f"{_noninferiority(metric.upper() + (' dB' if metric == 'psnr' else ''), c)}"
             )
+        lines += _across_seeds(arm, comparison)
     g = report["guard"]
     lines.append(
         f"Guard: tau={g['tau']:.4g}; brute-force check of {g['verification']['n_synthetic']} synthetic against "
-        f"{g['verification']['n_training']} training images found {g['violations']} within tau."
+        f"{g['verification']['n_training']} training images found {g['verification']['violations']} within tau."
     )
+    if len(g.get("per_seed", [])) > 1:
+        seeds = g["per_seed"]
+        lines.append(f"Guard over all {len(seeds)} generator seeds: {g['violations']} of {sum(s['images'] for s in seeds)} synthetic images within tau.")
     if "counts" in g:
         c = g["counts"]
         lines.append(

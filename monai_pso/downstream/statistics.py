@@ -14,14 +14,27 @@
   covariances across classes (one case is a positive of one class and a negative of the others) count.
 - :func:`bootstrap_mean_auroc`: the same macro mean with a case-resampling bootstrap interval (a slower
   cross-check of :func:`delong_mean_auroc`).
+- :func:`noninferiority_test`: the one-sided test of ``difference <= -margin`` (normal for a DeLong
+  difference, t for a paired t difference); :func:`add_noninferiority` adds it, the PSO paper's "within
+  one percentage point" and the seeds' "p > 0.05" readings to a study comparison; :func:`across_seeds`
+  summarises the comparisons of several generator seeds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
+
+#: Non-inferiority margins of the study's metrics (candidate minus reference, higher is better):
+#: 0.05 AUROC (5 percentage points), 0.5 dB PSNR, 0.01 SSIM.
+NONINFERIORITY_MARGINS = {"auroc": 0.05, "psnr": 0.5, "ssim": 0.01}
+
+#: The PSO paper's "within one percentage point of real", read from the point estimate: ``difference >= -WITHIN_1PP``.
+WITHIN_1PP = 0.01
 
 
 def _normal_quantile(confidence: float) -> float:
@@ -281,7 +294,7 @@ def bootstrap_mean_auroc(
 def paired_tests(candidate: np.ndarray, reference: np.ndarray, confidence: float = 0.95) -> dict[str, float]:
     """Paired comparison of per-image scores (higher is better), ``candidate - reference``.
 
-    Returns the means, the mean difference with its t interval, the two-sided paired t-test and
+    Returns the means, the mean difference with its standard error ``se`` and t interval, the two-sided paired t-test and
     Wilcoxon signed-rank p-values, and ``p_worse_t`` / ``p_worse_wilcoxon``: one-sided p-values of the
     alternative "the candidate is worse" (a value > 0.05 means not significantly worse).
 
@@ -310,6 +323,7 @@ def paired_tests(candidate: np.ndarray, reference: np.ndarray, confidence: float
         "mean_candidate": float(a.mean()),
         "mean_reference": float(b.mean()),
         "mean_difference": float(diff.mean()),
+        "se": se,
         "ci_low": float(diff.mean() - t_crit * se),
         "ci_high": float(diff.mean() + t_crit * se),
         "p_t": p_t,
@@ -317,3 +331,129 @@ def paired_tests(candidate: np.ndarray, reference: np.ndarray, confidence: float
         "p_worse_t": p_worse_t,
         "p_worse_wilcoxon": p_worse_w,
     }
+
+
+def noninferiority_test(difference: float, se: float, margin: float, df: int | None = None, alpha: float = 0.05) -> dict[str, Any]:
+    """One-sided non-inferiority test of a difference (candidate minus reference, higher is better).
+
+    H0: ``difference <= -margin`` (the candidate is worse by the margin or more); H1: ``difference > -margin``.
+    The statistic ``(difference + margin) / se`` is referred to a standard normal when ``df`` is ``None``
+    (a DeLong AUROC difference) or to Student's t with ``df`` degrees of freedom (the paired t-test of
+    per-image differences, ``df = n - 1``). ``noninferior`` is ``p_noninferior < alpha``, which is the same
+    as ``lower_bound > -margin``: ``lower_bound`` is the lower end of the one-sided ``1 - alpha`` interval,
+    the lower end of the two-sided ``1 - 2 alpha`` interval (90% for alpha 0.05).
+
+    Parameters
+    ----------
+    difference, se
+        The estimated difference and its standard error.
+    margin
+        The largest loss still called non-inferior (>= 0), in the metric's units.
+    df
+        Degrees of freedom of a t statistic; ``None`` for a normal one.
+    alpha
+        The one-sided level.
+
+    Examples
+    --------
+    >>> out = noninferiority_test(-0.01, 0.02, margin=0.05)
+    >>> round(out["p_noninferior"], 4), round(out["lower_bound"], 4), out["noninferior"]
+    (0.0228, -0.0429, True)
+    >>> noninferiority_test(-0.01, 0.02, margin=0.05, df=5)["noninferior"]
+    False
+    """
+    if margin < 0 or not 0 < alpha < 1:
+        raise ValueError(f"margin must be >= 0 and alpha in (0, 1), got margin={margin} and alpha={alpha}")
+    distribution = stats.norm() if df is None else stats.t(df)
+    if se > 0:
+        p = float(distribution.sf((difference + margin) / se))
+    else:  # no spread: the difference itself decides
+        p = 0.0 if difference > -margin else 1.0
+    lower = float(difference - distribution.ppf(1.0 - alpha) * se)
+    return {"margin": float(margin), "alpha": float(alpha), "p_noninferior": p, "lower_bound": lower, "noninferior": bool(p < alpha)}
+
+
+def compared_metrics(comparison: Mapping[str, Any]) -> dict[str, tuple[str, float]]:
+    """The metrics a study comparison compares: ``{metric: (key of its entry, difference)}``.
+
+    ``auroc`` is the DeLong ``auroc_difference`` entry (:func:`delong_test` or :func:`delong_mean_test`);
+    every entry of :func:`paired_tests` (``psnr``, ``ssim``, ...) is its own metric.
+
+    Examples
+    --------
+    >>> compared_metrics({"auroc_difference": {"difference": -0.02, "se": 0.01}, "method": "paired DeLong test"})
+    {'auroc': ('auroc_difference', -0.02)}
+    """
+    found = {"auroc": ("auroc_difference", float(comparison["auroc_difference"]["difference"]))} if "auroc_difference" in comparison else {}
+    return found | {name: (name, float(entry["mean_difference"])) for name, entry in comparison.items() if isinstance(entry, Mapping) and "mean_difference" in entry}
+
+
+def add_noninferiority(comparison: Mapping[str, Any], margins: Mapping[str, float] = NONINFERIORITY_MARGINS, alpha: float = 0.05) -> dict[str, Any]:
+    """A copy of a study comparison whose compared metrics carry non-inferiority fields.
+
+    Each metric with a margin in ``margins`` gets :func:`noninferiority_test`'s ``margin``, ``alpha``,
+    ``p_noninferior``, ``lower_bound`` and ``noninferior``: for AUROC from the paired DeLong difference and
+    its SE (normal); for a paired per-image metric from the mean difference and its SE (one-sided paired
+    t-test, ``n - 1`` degrees of freedom). The seeds' own readings are added beside them:
+
+    - AUROC, ``within_1pp``: the PSO paper's "within one percentage point of real", read from the point
+      estimate alone as ``difference >= -0.01`` (a better candidate counts as within);
+    - paired metrics, ``p_difference`` (the two-sided paired t-test p-value) and ``not_significantly_worse``
+      (``False`` only when ``p_difference <= alpha`` and the candidate's mean is lower): the "p > 0.05"
+      reading. Neither is evidence of equivalence; ``noninferior`` is the test of it.
+
+    Examples
+    --------
+    >>> c = {"auroc_difference": {"difference": -0.008, "se": 0.02}, "method": "paired DeLong test"}
+    >>> d = add_noninferiority(c)["auroc_difference"]
+    >>> d["margin"], d["noninferior"], d["within_1pp"]
+    (0.05, True, True)
+    """
+    out = dict(comparison)
+    for metric, (key, difference) in compared_metrics(comparison).items():
+        if metric not in margins:
+            continue
+        entry = comparison[key]
+        if metric == "auroc":
+            out[key] = dict(entry) | noninferiority_test(difference, entry["se"], margins[metric], alpha=alpha) | {"within_1pp": bool(difference >= -WITHIN_1PP)}
+            continue
+        worse = entry["p_t"] <= alpha and difference < 0
+        test = noninferiority_test(difference, entry["se"], margins[metric], df=int(entry["n"]) - 1, alpha=alpha)
+        out[key] = dict(entry) | test | {"p_difference": float(entry["p_t"]), "not_significantly_worse": not worse}
+    return out
+
+
+def across_seeds(comparisons: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Spread over generator seeds of each compared metric's difference: one comparison per seed.
+
+    Per metric: ``n_seeds``, the ``differences`` in seed order, their ``mean``, ``sd`` (ddof 1; ``None`` for
+    one seed), ``min`` and ``max``, and the share of seeds that are ``noninferior`` (when
+    :func:`add_noninferiority` added it), ``within_1pp`` (AUROC) or ``not_significantly_worse`` (paired metrics).
+
+    Examples
+    --------
+    >>> runs = [{"auroc_difference": {"difference": d, "noninferior": d > -0.02}} for d in (-0.03, 0.01)]
+    >>> out = across_seeds(runs)["auroc"]
+    >>> out["n_seeds"], round(out["mean"], 3), out["min"], out["share_noninferior"]
+    (2, -0.01, -0.03, 0.5)
+    """
+    if not comparisons:
+        raise ValueError("across_seeds needs at least one comparison")
+    summary = {}
+    for metric, (key, _) in compared_metrics(comparisons[0]).items():
+        entries = [comparison[key] for comparison in comparisons]
+        differences = [compared_metrics(comparison)[metric][1] for comparison in comparisons]
+        values = np.asarray(differences)
+        row: dict[str, Any] = {
+            "n_seeds": len(values),
+            "differences": differences,
+            "mean": float(values.mean()),
+            "sd": float(values.std(ddof=1)) if len(values) > 1 else None,
+            "min": float(values.min()),
+            "max": float(values.max()),
+        }
+        for flag in ("noninferior", "within_1pp", "not_significantly_worse"):
+            if all(flag in entry for entry in entries):
+                row[f"share_{flag}"] = float(np.mean([bool(entry[flag]) for entry in entries]))
+        summary[metric] = row
+    return summary

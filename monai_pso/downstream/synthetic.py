@@ -50,7 +50,11 @@ class GuardCheckSpec:
 
 
 class SyntheticProvider(Protocol):
-    """Anything that turns the study's splits into a guarded synthetic set of about ``n`` images."""
+    """Anything that turns the study's splits into a guarded synthetic set of about ``n`` images.
+
+    A provider that can draw another set with another generator seed also has ``seeded(seed)``, returning
+    the provider for that seed (the study's ``generator_seeds``).
+    """
 
     def __call__(self, train: DataSource, holdout: DataSource, n: int, work_dir: Path) -> SyntheticSet: ...
 
@@ -97,7 +101,8 @@ class StandInSynthetic:
     """Stand-in for a generator in tests: real images of *other* patients, guarded by brute force.
 
     Images of ``source`` (patients disjoint from the study's) are offered as candidates; those within
-    ``tau`` of a training image are rejected (the role of the guard), the first ``n`` others kept.
+    ``tau`` of a training image are rejected (the role of the guard), the first ``n`` others kept (in an
+    order shuffled by ``seed`` when it is given, so that seeds keep different sets).
     ``tau`` defaults to half the median nearest-training distance of the holdout images.
 
     Examples
@@ -112,6 +117,11 @@ class StandInSynthetic:
     source: str
 
     tau: float | None = None
+    seed: int | None = None
+
+    def seeded(self, seed: int) -> StandInSynthetic:
+        """The same stand-in keeping the candidates in the order shuffled by ``seed``."""
+        return replace(self, seed=seed)
 
     def __call__(self, train: DataSource, holdout: DataSource, n: int, work_dir: Path) -> SyntheticSet:
         from monai_pso.data import load_image
@@ -123,7 +133,8 @@ class StandInSynthetic:
             tau = 0.5 * float(np.median(nearest_training_distances(np.stack([load_image(r) for r in holdout]), train_images)))
         candidates = [replace(r, item_id=f"standin-{r.item_id}", patient_id=f"standin-{r.patient_id}", split="train") for r in load_source(self.source)]
         distances = nearest_training_distances(np.stack([load_image(r) for r in candidates]), train_images)
-        kept = [r for r, d in zip(candidates, distances) if d >= tau][:n]
+        order = range(len(candidates)) if self.seed is None else np.random.default_rng(self.seed).permutation(len(candidates))
+        kept = [candidates[i] for i in order if distances[i] >= tau][:n]
         rejected = int((distances < tau).sum())
         guard = {"candidates": len(candidates), "rejected": rejected, "rejection_rate": rejected / len(candidates), "n_released": len(kept)}
         return SyntheticSet(kept, tau, f"STAND-IN (real images of other patients, not generated): {self.source}", guard, is_stand_in=True)
@@ -153,6 +164,13 @@ class GeneratedSynthetic:
         Optimisation steps of the two training stages.
     num_inference_steps
         Denoising steps per draw.
+    candidates
+        Candidate selection (with ``class_conditional``): draw this many images per training image, and of
+        those the guard releases keep the one a classifier trained on the real train split (for
+        ``selection_steps``) gives the highest probability of the conditioned class
+        (:func:`keep_best_candidates`). ``1``: one draw per training image, no selection.
+    selection_steps
+        Training steps of that classifier.
     settings
         More bundle settings (``KEY: value`` of the ``ldm`` configs), applied last.
 
@@ -167,6 +185,16 @@ class GeneratedSynthetic:
     diffusion_steps: int = DEFAULT_LDM_STEPS["diffusion"]
     num_inference_steps: int = 25
     settings: dict[str, Any] = field(default_factory=dict)
+    candidates: int = 1
+    selection_steps: int = 200
+
+    def __post_init__(self) -> None:
+        if self.candidates < 1 or (self.candidates > 1 and not self.class_conditional):
+            raise DataSourceError("GeneratedSynthetic", f"candidates={self.candidates}: must be 1, or more with class_conditional=True (selection scores the conditioned class)")
+
+    def seeded(self, seed: int) -> GeneratedSynthetic:
+        """The same generator with the bundle's ``seed`` (its training and its draws) set to ``seed``."""
+        return replace(self, settings=self.settings | {"seed": seed})
 
     def bundle_settings(self, train: DataSource) -> dict[str, Any]:
         """The ``ldm`` bundle settings for ``train``: networks, epochs from the step budget, conditioning."""
@@ -201,11 +229,47 @@ class GeneratedSynthetic:
         train_bundle(bundle, runtime, quiet=True)
         checker = build_guard(train, bundle / "privacy", holdout=holdout)
         requests = (
-            "$monai_pso.engines.diversity_requests(@datalist, 'label', @seed, @guidance_scale, None, @n)"
+            f"$monai_pso.engines.diversity_requests(@datalist, 'label', @seed, @guidance_scale, None, @n, {self.candidates})"
             if self.class_conditional
             else "$monai_pso.engines.generation_requests(@n, @seed, @guidance_scale)"
         )
         release = run_bundle_generation(bundle, runtime | {"n": n, "requests": requests, "output_dir": str(Path(work_dir) / "synthetic-release")}, quiet=True)
         synthetic = ReleaseSynthetic(str(release))(train, holdout, n, Path(work_dir))
+        description = f"generated by {bundle} ({n} requested)"
+        if self.candidates > 1:
+            from monai_pso.downstream.selection import LabelAgreement
+
+            seed = int(self.settings.get("seed", 0))
+            scorer = LabelAgreement.trained_on(train, int(max(r.label for r in train)) + 1, self.selection_steps, seed=seed)
+            synthetic = keep_best_candidates(synthetic, release, scorer, self.candidates)
+            selection = synthetic.guard["selection"]
+            description += f", best of {self.candidates} candidates each: {selection['drawn']} drawn, {selection['released']} released, {selection['kept']} kept"
         checks = [GuardCheckSpec(check.name, check.embedder, float(check.threshold.value), check.threshold.views) for check in checker.checks]
-        return replace(synthetic, description=f"generated by {bundle} ({n} requested)", checks=checks)
+        return replace(synthetic, description=description, checks=checks)
+
+
+def keep_best_candidates(synthetic: SyntheticSet, release_dir: str | Path, scorer: Any, per_image: int) -> SyntheticSet:
+    """The released candidates of ``synthetic`` (a release read by :class:`ReleaseSynthetic`) cut to one per request.
+
+    Each released record is mapped to its request through the owner's private map of released ids
+    (:func:`monai_pso.release.read_item_map`); :func:`monai_pso.downstream.selection.select_candidates`
+    keeps the best of each request. ``guard["selection"]`` records candidates per image, draws (redraws
+    included), released, kept and the mean probability of the conditioned class before and after; the
+    guard's own counts stay those of the certified release.
+
+    Examples
+    --------
+    >>> synthetic = keep_best_candidates(ReleaseSynthetic(RELEASE)(train, holdout, n, work), RELEASE, scorer, 4)  # doctest: +SKIP
+    >>> synthetic.guard["selection"]["kept"] <= synthetic.guard["selection"]["released"]  # doctest: +SKIP
+    True
+    """
+    from monai_pso.downstream.selection import select_candidates
+    from monai_pso.release import read_item_map
+
+    original = read_item_map(release_dir)
+    prefix = "synthetic-"
+    request_ids = [original[record.item_id[len(prefix) :]] for record in synthetic.records]
+    kept, summary = select_candidates(synthetic.records, request_ids, scorer)
+    counts = synthetic.guard.get("counts", {})
+    selection = {"candidates_per_image": per_image, "drawn": counts.get("draws", len(synthetic.records))} | summary
+    return replace(synthetic, records=kept, guard=synthetic.guard | {"selection": selection})

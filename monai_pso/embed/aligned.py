@@ -21,7 +21,9 @@ top. This embedder makes the distance blind to the monotone curves and searches 
   side (43% in 2D, 12 of 28 pixels: a region of a quarter of the image or more holds one with room to
   spare; 50% in 3D), cut at whole pixels: every :data:`REFERENCE_STRIDE` pixels on the reference side
   (2 in 2D, 7 in 3D) and every :data:`QUERY_STRIDE` on the query side (1 and 4), times
-  ``ceil(side / 32)`` for larger images. Each window is smoothed on its own and compared in raw
+  ``ceil(side / 32)`` for larger images; on the query side of 2D images up to ``dense_queries`` pixels a
+  side (default :data:`DENSE_QUERIES`, 64) every pixel, so a region pasted at any whole-pixel place
+  meets a reference window exactly. Each window is smoothed on its own and compared in raw
   intensities (RMS; a pasted region is a copy of the pixels), with no poses: a region of a training
   image of at least a window plus a reference stride per side, pasted at whole pixels anywhere on
   another image of up to 32 pixels a side, holds a query window whose pixels are those of a training
@@ -49,6 +51,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Sequence
@@ -60,7 +63,8 @@ import torch.nn.functional as F
 
 from monai_pso.embed.augment import rotation_matrices
 from monai_pso.embed.base import Embedder, Embedding
-from monai_pso.embed.images import ImageBatch, as_image_batch, flip, resample, resolve_flip_axes, smooth
+from monai_pso.embed.images import ImageBatch, as_image_batch, flip, resolve_flip_axes, smooth
+from monai_pso.embed.pose_refinement import PoseBounds, refine_poses
 from monai_pso.embed.tiles import TileLayout
 from monai_pso.errors import EmbedderSettingsError
 
@@ -69,6 +73,9 @@ from monai_pso.errors import EmbedderSettingsError
 WINDOW_SIDE = {2: 0.43, 3: 0.5}
 REFERENCE_STRIDE = {2: 2, 3: 7}
 QUERY_STRIDE = {2: 1, 3: 4}
+#: Window mode, 2D: query windows every pixel on images up to this side (beyond it, and in 3D, every
+#: ``QUERY_STRIDE * ceil(side / 32)``: a pixel-wise query side would cost ``(side / 32)^2`` times as many vectors).
+DENSE_QUERIES = 64
 #: Default poses of the query by spatial dimensionality: moves alone (shares of the side, on every axis),
 #: and every combination of a turn (degrees), a zoom and a small shift. 3D has fewer (each multiplies by 3 axes).
 POSE_KEYS = ("moves", "rotations", "zooms", "shifts")
@@ -78,6 +85,12 @@ DEFAULT_POSES = {
 }
 #: Default grid (samples per axis of a box), whole field and windows, by spatial dimensionality.
 DEFAULT_GRID = {(2, False): 16, (3, False): 10, (2, True): 6, (3, True): 7}
+#: Pose refinement (field mode): nearest training vectors refined against, gradient steps, Adam's rate, and the
+#: poses' limits (linear part within 25% of the field's identity map, translation within 20% of the side).
+REFINE_CANDIDATES = 4
+REFINE_STEPS = 30
+REFINE_RATE = 0.01
+REFINE_LINEAR, REFINE_TRANSLATION = 0.25, 0.4
 
 
 class AlignedEmbedder(Embedder):
@@ -103,11 +116,20 @@ class AlignedEmbedder(Embedder):
         Spatial axes mirrored on the query side (``None``: the left-right candidates; ``()``: none).
     min_std, min_foreground, background
         Window mode: which boxes count.
+    dense_queries
+        Window mode, 2D: query windows every pixel on images up to this side (``0``: the scaled stride at
+        every size, as in embedders made before this setting existed).
+    refine_candidates, refine_steps
+        Field mode: the query's pose is refined (:meth:`refine`) against its ``refine_candidates`` nearest
+        training vectors by ``refine_steps`` gradient steps; ``0`` steps: no refinement (the settings then
+        leave both out, as in embedders made before refinement existed).
 
     Examples
     --------
     >>> AlignedEmbedder().settings["grid"], AlignedEmbedder(windows=True).fingerprint != AlignedEmbedder().fingerprint
     (None, True)
+    >>> AlignedEmbedder().refines, AlignedEmbedder(windows=True).refines, "refine_steps" in AlignedEmbedder(refine_steps=0).settings
+    (True, False, False)
     """
 
     name = "aligned"
@@ -128,6 +150,9 @@ class AlignedEmbedder(Embedder):
         min_std: float = 0.02,
         min_foreground: float = 0.5,
         background: float = 0.05,
+        refine_candidates: int = REFINE_CANDIDATES,
+        refine_steps: int = REFINE_STEPS,
+        dense_queries: int = DENSE_QUERIES,
     ) -> None:
         super().__init__()
         self.windows = bool(windows)
@@ -137,6 +162,10 @@ class AlignedEmbedder(Embedder):
         self.smoothing = float(smoothing)
         self.flip_axes = None if flip_axes is None else [int(a) for a in flip_axes]
         self.min_std, self.min_foreground, self.background = float(min_std), float(min_foreground), float(background)
+        self.refine_candidates, self.refine_steps = int(refine_candidates), int(refine_steps)
+        self.dense_queries = int(dense_queries) if self.windows else 0
+        if self.refine_steps < 0 or (self.refine_steps and self.refine_candidates < 1):
+            raise EmbedderSettingsError(f"aligned embedder: refine_candidates={refine_candidates}, refine_steps={refine_steps}: need steps >= 0 and a candidate at least")
         chosen = [v for v in (self.rotations, self.zooms, self.shifts, self.moves) if v is not None]
         if not 0.0 < self.field <= 1.0 or (self.grid is not None and self.grid < 2) or not all(chosen) or min(self.zooms or [1.0]) <= 0:
             given = f"field={field}, grid={grid}, rotations={rotations}, zooms={zooms}, shifts={shifts}"
@@ -158,7 +187,20 @@ class AlignedEmbedder(Embedder):
             "min_std": self.min_std,
             "min_foreground": self.min_foreground,
             "background": self.background,
+            **({"refine_candidates": self.refine_candidates, "refine_steps": self.refine_steps} if self.refine_steps else {}),
+            **({"dense_queries": self.dense_queries} if self.dense_queries else {}),
         }
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> AlignedEmbedder:
+        """The embedder of ``settings``; without ``refine_steps`` or ``dense_queries`` (an index built before
+        they existed) with neither."""
+        return cls.create(**{"refine_steps": 0, "dense_queries": 0, **{key: value for key, value in settings.items() if key != "name"}})
+
+    @property
+    def refines(self) -> bool:
+        """Whether the guard refines the query's pose with :meth:`refine` (field mode, ``refine_steps > 0``)."""
+        return not self.windows and self.refine_steps > 0
 
     def _grid(self, dims: int) -> int:
         return DEFAULT_GRID[(dims, self.windows)] if self.grid is None else self.grid
@@ -171,30 +213,16 @@ class AlignedEmbedder(Embedder):
     def embed_queries(self, images: ImageBatch) -> Embedding:
         batch = as_image_batch(images)
         dims = batch.ndim - 2
-        boxes = window_layout(batch.shape[2:], QUERY_STRIDE[dims]) if self.windows else self._field_boxes(dims, identity=False)
+        dense = dims == 2 and min(batch.shape[2:]) <= self.dense_queries
+        boxes = window_layout(batch.shape[2:], QUERY_STRIDE[dims], scaled=not dense) if self.windows else self._field_boxes(dims, identity=False)
         axes = resolve_flip_axes(self.flip_axes, dims)
         return Embedding.concat([self._sample(view, boxes) for view in [batch] + [flip(batch, (axis,)) for axis in axes]])
 
     def _field_boxes(self, dims: int, identity: bool) -> torch.Tensor:
         """``(P, dims, dims + 1)`` affine maps from the box grid (``-1 .. 1``) to image coordinates, one per pose."""
-        if identity:
-            poses = [(0.0, 1.0, (0.0,) * dims)]
-        else:
-            pose = {key: DEFAULT_POSES[dims][key] if value is None else value for key, value in zip(POSE_KEYS, (self.moves, self.rotations, self.zooms, self.shifts))}
-            poses = [(0.0, 1.0, offsets) for offsets in itertools.product(pose["moves"], repeat=dims)]
-            poses += list(itertools.product(pose["rotations"], pose["zooms"], itertools.product(pose["shifts"], repeat=dims)))
-        maps = []
-        for degrees, zoom, offsets in poses:
-            angles = torch.zeros(1, 1 if dims == 2 else 3, dtype=torch.float64)
-            turned = []
-            for axis in range(angles.shape[1]) if degrees != 0.0 else [0]:
-                angles.zero_()
-                angles[0, axis] = math.radians(degrees)
-                turned.append(rotation_matrices(angles)[0])
-            for matrix in turned:
-                linear = matrix * self.field / zoom
-                maps.append(torch.cat([linear, 2.0 * torch.tensor(offsets[::-1], dtype=torch.float64)[:, None]], dim=1))
-        return torch.stack(maps)
+        chosen = (self.moves, self.rotations, self.zooms, self.shifts)
+        poses = tuple(tuple(DEFAULT_POSES[dims][key] if value is None else value) for key, value in zip(POSE_KEYS, chosen))
+        return pose_maps(self.field, dims, identity, *poses).clone()
 
     def _sample(self, batch: torch.Tensor, boxes: Any) -> Embedding:
         """Vectors ``(B, P, grid**dims)``: of the windows of a layout, or of the field under affine maps ``(P, dims, dims + 1)``."""
@@ -216,13 +244,67 @@ class AlignedEmbedder(Embedder):
             for image in working
         ])  # one image at a time to bound memory
 
+    @torch.inference_mode(False)  # gradients of the pose, also when the caller samples under inference mode
+    def refine(self, images: ImageBatch, queries: Embedding, references: np.ndarray) -> np.ndarray:
+        """``(B, K)`` float64: the distance of each image, its pose refined, to each of its ``K`` reference vectors.
+
+        Each pair starts from the image's query vector (:meth:`embed_queries`, given as ``queries``) nearest
+        to the reference, a pose of the grid (and mirror) searched there, and refines a full affine pose of
+        the box (2D: 6 entries, 3D: 12) by ``refine_steps`` steps of Adam on the embedding distance
+        (:func:`~monai_pso.embed.pose_refinement.refine_poses`; linear part within :data:`REFINE_LINEAR` of the
+        field's identity map, translation within :data:`REFINE_TRANSLATION`). The vector at the best pose met is
+        an embedding of the image like any query vector (sampled, equalised, float32); its canonical float64
+        distance to the reference is returned, never above the start pose's. Autograd runs whatever the
+        caller's ``no_grad`` or ``inference_mode``.
+
+        Examples
+        --------
+        >>> embedder = AlignedEmbedder(refine_steps=5)
+        >>> image = torch.rand(1, 1, 28, 28)
+        >>> reference = embedder.embed(torch.roll(image, 1, dims=3)).vectors  # (1, 1, 256)
+        >>> queries = embedder.embed_queries(image)
+        >>> grid = float(np.linalg.norm(queries.vectors[0] - reference[0], axis=1).min())
+        >>> bool(embedder.refine(image, queries, reference)[0, 0] <= grid)
+        True
+        """
+        batch = as_image_batch(images).clone()  # a normal tensor, not an inference one
+        dims, grid = batch.ndim - 2, self._grid(batch.ndim - 2)
+        boxes = self._field_boxes(dims, identity=False).to(batch.dtype)
+        views = [batch] + [flip(batch, (axis,)) for axis in resolve_flip_axes(self.flip_axes, dims)]
+        vectors = torch.from_numpy(np.asarray(queries.vectors, np.float32))
+        targets = torch.from_numpy(np.ascontiguousarray(references, np.float32))  # (B, K, D)
+        if vectors.shape[:2] != (len(batch), len(views) * len(boxes)) or targets.shape[0] != len(batch) or targets.shape[2] != vectors.shape[2]:
+            shapes = f"queries {tuple(vectors.shape)} and references {tuple(targets.shape)}"
+            raise EmbedderSettingsError(f"aligned embedder: refine got {shapes} for {len(batch)} images of {len(views)} x {len(boxes)} poses")
+        gaps = torch.cdist(vectors.double(), targets.double(), compute_mode="donot_use_mm_for_euclid_dist").masked_fill(~torch.from_numpy(np.asarray(queries.valid, bool))[:, :, None], torch.inf)
+        start = gaps.argmin(dim=1).flatten()  # (B * K,) nearest query vector of each pair
+        owner = torch.arange(len(batch)).repeat_interleave(targets.shape[1])
+        # each image smoothed on its own: a convolution's rounding depends on the batch, and the descent would carry it far
+        working = torch.stack([torch.cat([self._working(view[i : i + 1], self.field, grid) for i in range(len(view))]) for view in views], dim=1)
+        working = working[owner, start // len(boxes)]  # (B * K, 1, *w)
+        flat_targets = targets.flatten(0, 1)
+
+        base = F.affine_grid(torch.eye(dims, dims + 1, dtype=batch.dtype)[None], [1, 1, *[grid] * dims], align_corners=False)[0]
+        base = torch.cat([base, torch.ones_like(base[..., :1])], dim=-1)  # (*grid, dims + 1) homogeneous box coordinates
+
+        def vectorise(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+            # affine_grid by elementwise products and short sums: no batched matrix product, whose rounding depends on the batch
+            sampling = (base[None, ..., None, :] * theta.reshape(len(theta), *[1] * dims, dims, dims + 1)).sum(-1)
+            values = equalised(F.grid_sample(images, sampling, mode="bilinear", padding_mode="border", align_corners=False).flatten(1))
+            return values / math.sqrt(values.shape[1])
+
+        bounds = PoseBounds(self.field, REFINE_LINEAR, REFINE_TRANSLATION)
+        with torch.enable_grad():
+            posed = refine_poses(working, boxes[start % len(boxes)], flat_targets, vectorise, self.refine_steps, REFINE_RATE, bounds)
+        with torch.no_grad():
+            found = vectorise(working, posed).numpy().astype(np.float32)
+        difference = np.subtract(found, flat_targets.numpy(), dtype=np.float64)
+        return np.sqrt(np.einsum("ij,ij->i", difference, difference)).reshape(targets.shape[:2])
+
     def _windows(self, batch: torch.Tensor, layout: TileLayout, grid: int) -> torch.Tensor:
         """``(B, W, grid**dims)``: every window of ``layout``, smoothed on its own (edges replicated, so nothing
         outside it leaks in), then resampled to ``grid`` (antialiased)."""
-        dims = batch.ndim - 2
-        windows = layout.cut(batch).flatten(0, 1).unsqueeze(1)  # (B * W, 1, *window)
-        smoothed = smooth(windows, self.smoothing * min(layout.tile) / grid)
-        return resample(smoothed, [grid] * dims).reshape(len(batch), layout.count, -1)
+        return layout.cut_smoothed(batch, self.smoothing * min(layout.tile) / grid, [grid] * (batch.ndim - 2))
 
     def _working(self, batch: torch.Tensor, extent: float, grid: int) -> torch.Tensor:
         """The batch box-averaged by a whole factor (so every output pixel averages as many input pixels; a
@@ -241,6 +323,35 @@ class AlignedEmbedder(Embedder):
         return valid
 
 
+@functools.lru_cache(maxsize=8)
+def pose_maps(field: float, dims: int, identity: bool, moves: tuple, rotations: tuple, zooms: tuple, shifts: tuple) -> torch.Tensor:
+    """``(P, dims, dims + 1)`` float64 affine maps of the field under every pose of the grid (``identity``: the
+    field alone), cached: every query of a guard uses the same grid.
+
+    Examples
+    --------
+    >>> pose_maps(0.7, 2, False, (0.0,), (0.0, 10.0), (1.0,), (0.0,)).shape  # one move, and two turns x one zoom x one shift
+    torch.Size([3, 2, 3])
+    """
+    if identity:
+        poses = [(0.0, 1.0, (0.0,) * dims)]
+    else:
+        poses = [(0.0, 1.0, offsets) for offsets in itertools.product(moves, repeat=dims)]
+        poses += list(itertools.product(rotations, zooms, itertools.product(shifts, repeat=dims)))
+    maps = []
+    for degrees, zoom, offsets in poses:
+        angles = torch.zeros(1, 1 if dims == 2 else 3, dtype=torch.float64)
+        turned = []
+        for axis in range(angles.shape[1]) if degrees != 0.0 else [0]:
+            angles.zero_()
+            angles[0, axis] = math.radians(degrees)
+            turned.append(rotation_matrices(angles)[0])
+        for matrix in turned:
+            linear = matrix * field / zoom
+            maps.append(torch.cat([linear, 2.0 * torch.tensor(offsets[::-1], dtype=torch.float64)[:, None]], dim=1))
+    return torch.stack(maps)
+
+
 def equalised(values: torch.Tensor, knots: int = 17) -> torch.Tensor:
     """Values mapped through their own piecewise-linear distribution function: a smooth histogram equalisation.
 
@@ -256,7 +367,10 @@ def equalised(values: torch.Tensor, knots: int = 17) -> torch.Tensor:
     (True, 0.0, 1.0)
     """
     levels = torch.linspace(0.0, 1.0, knots, dtype=values.dtype, device=values.device)
-    quantiles = torch.quantile(values, levels, dim=-1).movedim(0, -1).contiguous()  # (..., knots)
+    ordered = torch.from_numpy(np.sort(values.detach().cpu().numpy(), axis=-1)).to(values.device)  # NumPy's SIMD sort: many times torch's on a CPU
+    position = levels * (values.shape[-1] - 1)
+    below, above = position.floor().long(), position.ceil().long()
+    quantiles = torch.lerp(ordered[..., below], ordered[..., above], position - below)  # (..., knots): torch.quantile's linear rule
     quantiles = quantiles + levels * 1e-6  # strictly increasing where values are flat
     segment = torch.searchsorted(quantiles, values.contiguous()).clamp(1, knots - 1)
     low, high = quantiles.gather(-1, segment - 1), quantiles.gather(-1, segment)
@@ -264,18 +378,20 @@ def equalised(values: torch.Tensor, knots: int = 17) -> torch.Tensor:
     return ((segment - 1).to(values.dtype) + where) / (knots - 1)
 
 
-def window_layout(shape: Sequence[int], stride: int) -> TileLayout:
+def window_layout(shape: Sequence[int], stride: int, scaled: bool = True) -> TileLayout:
     """Windows of :data:`WINDOW_SIDE` of each side of an image of ``shape``, every ``stride`` pixels (times
-    ``ceil(side / 32)``) and at the far edge.
+    ``ceil(side / 32)`` where ``scaled``) and at the far edge.
 
     Examples
     --------
     >>> layout = window_layout((28, 28), 2)
     >>> layout.tile, layout.starts[0]
     ((12, 12), (0, 2, 4, 6, 8, 10, 12, 14, 16))
+    >>> window_layout((64, 64), 1).starts[0][:3], window_layout((64, 64), 1, scaled=False).starts[0][:3]
+    ((0, 2, 4), (0, 1, 2))
     """
     dims = len(shape)
     tile = tuple(max(1, round(WINDOW_SIDE[dims] * n)) for n in shape)
-    step = stride * math.ceil(min(shape) / 32)
+    step = stride * (math.ceil(min(shape) / 32) if scaled else 1)
     starts = tuple(tuple(sorted(set(range(0, n - t + 1, step)) | {n - t})) for n, t in zip(shape, tile))
     return TileLayout(tuple(int(n) for n in shape), tile, starts)

@@ -15,6 +15,8 @@ True
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -114,6 +116,82 @@ def smooth(batch: torch.Tensor, sigma: float) -> torch.Tensor:
         return batch
     kernel = gaussian_1d(torch.tensor(float(sigma)), truncated=3.0, normalize=True).to(batch)
     return separable_filtering(batch, [kernel] * (batch.ndim - 2), mode="replicate")
+
+
+@functools.lru_cache(maxsize=64)
+def axis_operator(length: int, size: int, sigma: float) -> torch.Tensor:
+    """``(size, length)`` float64: one axis of :func:`smooth` (``sigma``, edges replicated), then :func:`resample`
+    from ``length`` to ``size`` pixels.
+
+    Both are separable, so along every axis of an image they are this matrix. It is read off the two
+    functions themselves: an image constant along its second axis stays constant there, so column ``i``
+    is their result for a unit line at row ``i``.
+
+    Examples
+    --------
+    >>> operator = axis_operator(12, 6, 2.0)
+    >>> tuple(operator.shape), bool(torch.allclose(operator.sum(dim=1), torch.ones(6, dtype=torch.float64)))
+    ((6, 12), True)
+    """
+    basis = torch.eye(length, dtype=torch.float64)[:, None, :, None].expand(length, 1, length, length)
+    return resample(smooth(basis, sigma), [size, length])[:, 0, :, 0].T.contiguous()
+
+
+def resampled_translations(batch: torch.Tensor, max_shift: int, shape: Sequence[int]) -> torch.Tensor:
+    """``(B, V, 1, *shape)``: :func:`resample` to ``shape`` of every integer translation of ``batch`` by up to
+    ``max_shift`` pixels per axis (borders replicated, as ``monai_pso.embed.views.translate``); the ``V`` views
+    in the order of ``itertools.product`` of the offsets.
+
+    Moving with replicated borders and area resampling are separable linear maps, so each axis is one
+    stack of matrices (one per offset) applied to the whole batch: the same values as moving and
+    resampling image by image, at a small share of the cost for large images.
+
+    Examples
+    --------
+    >>> views = resampled_translations(torch.rand(2, 1, 40, 30), 1, (8, 8))
+    >>> tuple(views.shape)
+    (2, 9, 1, 8, 8)
+    """
+    dims, moves = batch.ndim - 2, 2 * max_shift + 1
+    values = batch[:, 0]
+    for axis in reversed(range(dims)):  # the last axis first: it is contiguous, and the volume shrinks before it is moved
+        stack = translation_operator(int(batch.shape[2 + axis]), int(shape[axis]), max_shift).to(values)
+        values = torch.movedim(torch.movedim(values, 1 + axis, -1) @ stack.T, -1, 1 + axis)
+    grouped = values.reshape(len(batch), *itertools.chain.from_iterable((moves, int(s)) for s in shape))
+    order = [0] + [1 + 2 * a for a in range(dims)] + [2 + 2 * a for a in range(dims)]
+    return grouped.permute(order).reshape(len(batch), moves**dims, 1, *[int(s) for s in shape])
+
+
+def mirrored_translations(views: torch.Tensor, axis: int) -> torch.Tensor:
+    """:func:`resampled_translations` ``(B, V, 1, *shape)`` of the images into the views mirrored along spatial
+    ``axis`` after moving (:func:`flip` of each moved image, then resampled).
+
+    Area resampling and linear interpolation commute with mirroring, so each is its view mirrored.
+
+    Examples
+    --------
+    >>> image = torch.rand(1, 1, 12, 10)
+    >>> views = mirrored_translations(resampled_translations(image, 1, (6, 5)), 1)
+    >>> bool(torch.allclose(views[:, 4], resample(flip(image, (1,)), (6, 5))))  # the unmoved view: the mirror image resampled
+    True
+    """
+    return views.flip(3 + axis)
+
+
+@functools.lru_cache(maxsize=64)
+def translation_operator(length: int, size: int, max_shift: int) -> torch.Tensor:
+    """``(V * size, length)`` float64, ``V = 2 max_shift + 1``: one axis of moving by each offset ``-max_shift ..
+    max_shift`` (borders replicated), then :func:`resample` to ``size`` pixels.
+
+    Examples
+    --------
+    >>> translation_operator(4, 4, 1)[4:8].equal(torch.eye(4, dtype=torch.float64))  # the middle offset is 0
+    True
+    """
+    offsets = torch.arange(-max_shift, max_shift + 1)
+    source = (torch.arange(length)[None, :] - offsets[:, None]).clamp(0, length - 1)  # (V, length): where each moved pixel comes from
+    moved = torch.zeros(len(offsets), length, length, dtype=torch.float64).scatter_(2, source[:, :, None], 1.0)  # (V, out, in)
+    return (axis_operator(length, size, 0.0) @ moved).reshape(-1, length)
 
 
 def default_flip_axes(spatial_dims: int) -> tuple[int, ...]:

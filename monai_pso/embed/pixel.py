@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from monai_pso.embed.base import Embedder, Embedding
-from monai_pso.embed.images import ImageBatch, as_image_batch, embed_with_flips, resample, smooth, spatial_shape
+from monai_pso.embed.images import ImageBatch, as_image_batch, embed_with_flips, mirrored_translations, resample, resampled_translations, resolve_flip_axes, smooth, spatial_shape
 from monai_pso.embed.tiles import TileLayout
 from monai_pso.errors import EmbedderSettingsError
 
@@ -130,23 +130,57 @@ class PixelEmbedder(Embedder):
         """Where the tiles lie on the grid of ``spatial_dims``-D images (tile mode only)."""
         return _layout(self.grid_shape(spatial_dims), self.tiles, self.tile_size)
 
-    def _pixels(self, batch: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-        """``(B, 1, *shape)``: resampled, then smoothed."""
-        return smooth(resample(batch, shape), self.smoothing)
+    def _shapes(self, dims: int) -> list[tuple[int, ...]]:
+        """The shapes an image is resampled to: the grid (global mode), or the tile grid and the tile shape (the whole image's vector)."""
+        if not self.tiled:
+            return [self.grid_shape(dims)]
+        layout = self.tile_layout(dims)
+        return [layout.grid, layout.tile]
 
     def embed(self, images: ImageBatch) -> Embedding:
         batch = as_image_batch(images)
+        return self._of_resampled([resample(batch, shape) for shape in self._shapes(batch.ndim - 2)])
+
+    def embed_translations(self, images: ImageBatch, max_shift: int) -> Embedding:
+        """:meth:`embed_queries` of every integer translation of the images by up to ``max_shift`` pixels per axis
+        (borders replicated), side by side on the ``T`` axis in the order of ``itertools.product`` of the offsets.
+
+        The same vectors as translating and embedding image by image (:class:`~monai_pso.embed.views.QueryViews`
+        uses this), at a small share of the cost for large images and volumes: moving and resampling are
+        separable (:func:`~monai_pso.embed.images.resampled_translations`), and mirroring commutes with
+        resampling (:func:`~monai_pso.embed.images.mirrored_translations`).
+
+        Examples
+        --------
+        >>> PixelEmbedder().embed_translations(np.random.rand(2, 1, 40, 40).astype(np.float32), 1).vectors.shape  # 9 moves x 2 mirrors
+        (2, 18, 1024)
+        """
+        batch = as_image_batch(images)
         dims = batch.ndim - 2
+        moved = [resampled_translations(batch, max_shift, shape) for shape in self._shapes(dims)]  # each (B, V, 1, *shape)
+        mirrored = []
+        for axis in (None, *resolve_flip_axes(self.flip_axes, dims)):
+            views = moved if axis is None else [mirrored_translations(v, axis) for v in moved]
+            embedded = self._of_resampled([v.flatten(0, 1) for v in views])  # (B * V, T, D)
+            mirrored.append((embedded.vectors.reshape(len(batch), -1, *embedded.vectors.shape[1:]), embedded.valid.reshape(len(batch), -1, embedded.valid.shape[1])))
+        # per move: the image, then its mirror images (the order of embed_queries of each moved image)
+        vectors = np.stack([v for v, _ in mirrored], axis=2).reshape(len(batch), -1, mirrored[0][0].shape[-1])
+        valid = np.stack([m for _, m in mirrored], axis=2).reshape(len(batch), -1)
+        return Embedding(np.ascontiguousarray(vectors), valid)
+
+    def _of_resampled(self, resampled: list[torch.Tensor]) -> Embedding:
+        """The vectors of images already resampled to :meth:`_shapes` (each ``(B, 1, *shape)``)."""
         if not self.tiled:
-            return Embedding.single(rms_scaled(self._pixels(batch, self.grid_shape(dims)).flatten(1)).cpu().numpy())
-        layout = self.tile_layout(dims)
-        cut = layout.cut(resample(batch, layout.grid))  # (B, N, *tile), each tile smoothed on its own below
-        tiles = smooth(cut.flatten(0, 1).unsqueeze(1), self.smoothing).reshape(len(batch), layout.count, -1)
-        whole = self._pixels(batch, layout.tile).flatten(1)[:, None, :]
+            return Embedding.single(rms_scaled(smooth(resampled[0], self.smoothing).flatten(1)).cpu().numpy())
+        grid, tile = resampled
+        layout = self.tile_layout(grid.ndim - 2)
+        dims = grid.ndim - 2
+        tiles = layout.cut_smoothed(grid, self.smoothing, layout.tile)  # (B, N, prod(tile)), each tile smoothed on its own
+        whole = smooth(tile, self.smoothing).flatten(1)[:, None, :]
         values = rms_scaled(torch.cat([whole, tiles], dim=1)).cpu().numpy()
         places = np.concatenate([_place(np.zeros((1, dims), np.float32), 1.0), _place(layout.positions(), 0.0)])
         vectors = np.concatenate([values, np.broadcast_to(places, values.shape[:2] + places.shape[1:])], axis=2)
-        valid = np.concatenate([np.ones((len(batch), 1), bool), self._informative(tiles).cpu().numpy()], axis=1)
+        valid = np.concatenate([np.ones((len(grid), 1), bool), self._informative(tiles).cpu().numpy()], axis=1)
         return Embedding(np.ascontiguousarray(vectors, dtype=np.float32), valid)
 
     def _informative(self, tiles: torch.Tensor) -> torch.Tensor:

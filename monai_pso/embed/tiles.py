@@ -9,18 +9,20 @@ Examples
 >>> layout = TileLayout.build((32, 32), tiles=3)
 >>> layout.tile, layout.starts, layout.count
 ((16, 16), ((0, 8, 16), (0, 8, 16)), 9)
->>> layout.cut(torch.zeros(2, 1, 32, 32)).shape
-torch.Size([2, 9, 16, 16])
+>>> layout.cut_smoothed(torch.zeros(2, 1, 32, 32), sigma=0.0, size=layout.tile).shape  # unsmoothed, unresampled: the tiles cut out
+torch.Size([2, 9, 256])
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from monai_pso.embed.images import axis_operator
 from monai_pso.errors import EmbedderSettingsError
 
 
@@ -61,17 +63,32 @@ class TileLayout:
         return math.prod(len(s) for s in self.starts)
 
     def positions(self) -> np.ndarray:
-        """``(count, dims)`` tile indices along each axis (0, 1, ...), in the order of :meth:`cut`."""
+        """``(count, dims)`` tile indices along each axis (0, 1, ...), in the order of :meth:`cut_smoothed`."""
         grids = np.meshgrid(*[np.arange(len(s)) for s in self.starts], indexing="ij")
         return np.stack([g.ravel() for g in grids], axis=1).astype(np.float32)
 
-    def cut(self, batch: torch.Tensor) -> torch.Tensor:
-        """``(B, 1, *grid)`` -> ``(B, count, *tile)``: every tile, in the order of :meth:`positions`."""
-        values = batch[:, 0]
+    def cut_smoothed(self, batch: torch.Tensor, sigma: float, size: Sequence[int]) -> torch.Tensor:
+        """``(B, 1, *grid)`` -> ``(B, count, prod(size))``: every tile smoothed on its own (``sigma`` pixels,
+        edges replicated, so nothing outside it leaks in), then resampled to ``size`` (antialiased).
+
+        The same as cutting the tiles out, then :func:`~monai_pso.embed.images.smooth` and
+        :func:`~monai_pso.embed.images.resample` of each one, at a small share of the cost: both steps
+        are separable linear maps of a tile, so along each axis one matrix (:func:`~monai_pso.embed.images.axis_operator`) maps
+        every tile place at once.
+
+        Examples
+        --------
+        >>> layout = TileLayout.build((32, 32), tiles=3)
+        >>> layout.cut_smoothed(torch.rand(2, 1, 32, 32), 1.0, (6, 6)).shape
+        torch.Size([2, 9, 36])
+        """
         dims = len(self.grid)
-        for axis, (start, size) in enumerate(zip(self.starts, self.tile)):
-            index = (torch.tensor(start)[:, None] + torch.arange(size)[None, :]).to(values.device)
-            dim = 1 + 2 * axis  # earlier axes have become (count, size) pairs
-            values = values.index_select(dim, index.flatten()).unflatten(dim, index.shape)
+        values = batch[:, 0]
+        for axis, (start, length, out) in enumerate(zip(self.starts, self.tile, size)):
+            dim = 1 + 2 * axis  # earlier axes have become (places, out) pairs
+            index = (torch.tensor(start)[:, None] + torch.arange(length)[None, :]).to(values.device)
+            cut = values.index_select(dim, index.flatten()).unflatten(dim, index.shape)  # (..., places, length, ...)
+            operator = axis_operator(length, int(out), float(sigma)).to(values)
+            values = torch.movedim(torch.movedim(cut, dim + 1, -1) @ operator.T, -1, dim + 1)
         order = [0] + [1 + 2 * a for a in range(dims)] + [2 + 2 * a for a in range(dims)]
-        return values.permute(order).reshape((values.shape[0], self.count) + self.tile)
+        return values.permute(order).reshape(values.shape[0], self.count, -1)

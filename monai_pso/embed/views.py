@@ -81,11 +81,19 @@ class QueryViews:
             for offsets in itertools.product(range(-self.max_shift, self.max_shift + 1), repeat=dims):
                 yield translate(turned, offsets)
         for gain, offset in self.intensity:
-            yield ((batch - offset) / gain).clamp(0.0, 1.0)
+            yield undo_exposure(batch, gain, offset)
 
     def embed(self, embedder: Embedder, batch: torch.Tensor) -> Embedding:
-        """The embedder's query-side vectors of every view, side by side on the ``T`` axis."""
-        return Embedding.concat([embedder.embed_queries(view) for view in self.images(batch)])
+        """The embedder's query-side vectors of every view, side by side on the ``T`` axis (in the order of :meth:`images`).
+
+        An embedder with ``embed_translations`` (the ``pixel`` embedder) embeds all translations of an image
+        (or of a turn of it) in one call, with the same vectors.
+        """
+        translations = getattr(embedder, "embed_translations", None)
+        if translations is None:
+            return Embedding.concat([embedder.embed_queries(view) for view in self.images(batch)])
+        moved = [translations(rotate(batch, degrees), self.max_shift) for degrees in (0.0,) + self.rotations]
+        return Embedding.concat(moved + [translations(undo_exposure(batch, gain, offset), 0) for gain, offset in self.intensity])
 
     def to_dict(self) -> dict[str, Any]:
         return {"max_shift": self.max_shift, "rotations": list(self.rotations), "intensity": [list(c) for c in self.intensity]}
@@ -96,6 +104,19 @@ class QueryViews:
         content["intensity"] = tuple(tuple(c) for c in content.get("intensity", ()))
         content["rotations"] = tuple(content.get("rotations", ()))
         return cls(**content)
+
+
+def refines_poses(embedder: Embedder, views: QueryViews | None) -> bool:
+    """Whether the embedder's pose refinement (``refine``) applies: it refines, and ``views`` add nothing to
+    its own query side (the refinement starts from the poses of :meth:`~monai_pso.embed.base.Embedder.embed_queries`).
+
+    Examples
+    --------
+    >>> from monai_pso.embed.aligned import AlignedEmbedder
+    >>> refines_poses(AlignedEmbedder(), None), refines_poses(AlignedEmbedder(), QueryViews(max_shift=1)), refines_poses(AlignedEmbedder(windows=True), None)
+    (True, False, False)
+    """
+    return bool(getattr(embedder, "refines", False)) and (views is None or views == QueryViews())
 
 
 def default_query_views(embedder: Embedder, spatial_dims: int) -> QueryViews:
@@ -121,6 +142,17 @@ def default_query_views(embedder: Embedder, spatial_dims: int) -> QueryViews:
         return QueryViews(max_shift=2 if spatial_dims == 2 else 1)
     intensity = tuple((gain, offset) for gain in (0.9, 1.0, 1.1) for offset in (-0.05, 0.0, 0.05))
     return QueryViews(max_shift=1, rotations=(-5.0, -2.5, 2.5, 5.0) if spatial_dims == 2 else (), intensity=intensity)
+
+
+def undo_exposure(batch: torch.Tensor, gain: float, offset: float) -> torch.Tensor:
+    """``clip((batch - offset) / gain, 0, 1)``: a re-exposed copy's change undone.
+
+    Examples
+    --------
+    >>> undo_exposure(torch.tensor([0.0, 0.5, 1.0]), 0.5, 0.25).tolist()
+    [0.0, 0.5, 1.0]
+    """
+    return (batch - offset).div_(gain).clamp_(0.0, 1.0)
 
 
 def translate(batch: torch.Tensor, offsets: tuple[int, ...]) -> torch.Tensor:

@@ -12,6 +12,7 @@ from monai_pso.engines.conditioning import Conditioning, PooledFeatured, pooled_
 from monai_pso.engines.diffusion import LatentDiffusionTrainer
 from monai_pso.engines.ema import ema_of
 from monai_pso.engines.generation import GenerationWorkflow, GuidanceSchedule, derive_seed, diversity_requests, generation_requests
+from monai_pso.engines.latents import PixelSpace, save_pixel_space
 from monai_pso.engines.losses import kl_loss, offline_perceptual_loss
 from monai_pso.engines.progress import TrainingProgressBar
 from monai_pso.engines.sampler import LatentDiffusionSampler
@@ -23,6 +24,7 @@ __all__ = [
     "GuidanceSchedule",
     "LatentDiffusionSampler",
     "LatentDiffusionTrainer",
+    "PixelSpace",
     "PooledFeatured",
     "TrainingProgressBar",
     "derive_seed",
@@ -35,4 +37,5 @@ __all__ = [
     "offline_perceptual_loss",
     "pooled_features",
     "read_scale_factor",
+    "save_pixel_space",
 ]

@@ -106,6 +106,7 @@ def diversity_requests(
     guidance_scale: float = 1.0,
     transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     limit: int | None = None,
+    candidates: int = 1,
 ) -> list[dict[str, Any]]:
     """One request per training item, conditioned on its feature vector (the PSO diversity-aware scheme).
 
@@ -125,27 +126,33 @@ def diversity_requests(
         Applied to each item first (e.g. loading the image and computing ``PooledFeatured``).
     limit
         Only the first ``limit`` items.
+    candidates
+        Requests per item (candidate selection keeps one of the released ones): item ids
+        ``synthetic-ITEM-cK`` for ``K = 0..candidates-1``, each with its own seed; one keeps ``synthetic-ITEM``.
 
     Examples
     --------
     >>> requests = diversity_requests([{"item_id": "p0-a0", "features": [0.5, 0.1]}], guidance_scale=3.0)
     >>> requests[0]["item_id"], requests[0]["source_item"], requests[0]["condition"]
     ('synthetic-p0-a0', 'p0-a0', [0.5, 0.1])
+    >>> [(r["item_id"], r["seed"]) for r in diversity_requests([{"item_id": "a", "label": 1}, {"item_id": "b", "label": 0}], "label", candidates=2)]
+    [('synthetic-a-c0', 0), ('synthetic-a-c1', 1), ('synthetic-b-c0', 2), ('synthetic-b-c1', 3)]
     """
     entries = list(datalist)[:limit] if limit else list(datalist)
     requests = []
     for i, entry in enumerate(entries):
         entry = transform(entry) if transform is not None else entry
-        requests.append(
-            {
-                "item_id": f"synthetic-{entry['item_id']}",
-                "source_item": entry["item_id"],
-                "seed": int(seed) + i,
-                "guidance_scale": float(guidance_scale),
-                "condition": entry[feature_key],
-                "attempt": 0,
-            }
-        )
+        for k in range(candidates):
+            requests.append(
+                {
+                    "item_id": f"synthetic-{entry['item_id']}" + (f"-c{k}" if candidates > 1 else ""),
+                    "source_item": entry["item_id"],
+                    "seed": int(seed) + i * candidates + k,
+                    "guidance_scale": float(guidance_scale),
+                    "condition": entry[feature_key],
+                    "attempt": 0,
+                }
+            )
     return requests
 
 

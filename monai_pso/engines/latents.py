@@ -1,8 +1,10 @@
-"""Encoding images to autoencoder latents: the latent scale factor and an optional per-item cache."""
+"""Encoding images to autoencoder latents: the latent scale factor, an optional per-item cache, and the
+identity "autoencoder" of a pixel-space diffusion model (:class:`PixelSpace`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -58,3 +60,46 @@ class LatentCache:
         mu = torch.stack([self._store[item][0] for item in item_ids]).to(images.device)
         sigma = torch.stack([self._store[item][1] for item in item_ids]).to(images.device)
         return mu + sigma * torch.randn_like(sigma)
+
+
+class PixelSpace(torch.nn.Module):
+    """The autoencoder of a diffusion model on the pixels: images in ``[0, 1]`` <-> "latents" in ``[-1, 1]``.
+
+    It stands where an ``AutoencoderKL`` stands (``encode`` gives ``(mu, sigma)`` with ``sigma = 0``,
+    ``decode_stage_2_outputs`` maps back), so the same trainer, sampler and bundle configs run a pixel-space
+    diffusion model; it has no weights (its checkpoint, :func:`save_pixel_space`, holds an empty state).
+
+    Examples
+    --------
+    >>> space = PixelSpace()
+    >>> mu, sigma = space.encode(torch.ones(1, 1, 4, 4))
+    >>> mu.max().item(), sigma.abs().max().item(), space.decode_stage_2_outputs(mu).min().item()
+    (1.0, 0.0, 1.0)
+    """
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(2 * images - 1, 0)``: the images as the diffusion model's (noise-free) latents."""
+        return 2.0 * images - 1.0, torch.zeros_like(images)
+
+    def decode_stage_2_outputs(self, latents: torch.Tensor) -> torch.Tensor:
+        """``(latents + 1) / 2``: back to image intensities."""
+        return (latents + 1.0) / 2.0
+
+
+def save_pixel_space(ckpt_dir: str | Path) -> Path:
+    """Write ``CKPT_DIR/autoencoder.pt`` for a pixel-space bundle (:class:`PixelSpace`: an empty state dict).
+
+    A bundle's first training stage calls this instead of training an autoencoder, so that every later
+    run (generation, provenance hashes) finds the same files whatever the space.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> saved = torch.load(save_pixel_space(tempfile.mkdtemp()), weights_only=True)
+    >>> dict(saved["autoencoder"]), saved["pixel_space"]
+    ({}, True)
+    """
+    path = Path(ckpt_dir) / "autoencoder.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"autoencoder": PixelSpace().state_dict(), "pixel_space": True}, path)
+    return path

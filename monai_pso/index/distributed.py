@@ -128,3 +128,7 @@ class DistributedIndex(ItemQueries):
 
     def item_of_rows(self, rows: np.ndarray) -> np.ndarray:
         return self._all_reduce(self.local.item_of_rows(rows), dist.ReduceOp.MAX)
+
+    def row_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """The stored vectors of global rows over the whole group (each row is held by one rank, zeros elsewhere)."""
+        return self._all_reduce(self.local.row_vectors(rows), dist.ReduceOp.SUM)

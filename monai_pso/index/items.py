@@ -99,6 +99,10 @@ class ItemQueries(ABC):
     def item_of_rows(self, rows: np.ndarray) -> np.ndarray:
         """Item index of each global row (``-1`` for ``-1``)."""
 
+    @abstractmethod
+    def row_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """``(*rows.shape, D)`` float32 stored vector of each global row (zeros for ``-1``)."""
+
     def nearest_items(self, embedding: Embedding, strategy: str = "auto") -> NearestItems:
         """Per image of ``embedding``: distance to the nearest training row, and whose row it is.
 

@@ -1,6 +1,7 @@
 """The index queried with images: images -> exact distance to the nearest training item (calibration and the guard).
 
-``embed_queries`` of the images (and of their extra views, :mod:`monai_pso.embed.views`), then the index's exact nearest training item per image. Everything
+``embed_queries`` of the images (and of their extra views, :mod:`monai_pso.embed.views`), then the index's exact nearest training item per image,
+lowered by the embedder's pose refinement where it refines (:func:`refined_nearest`: the ``copy`` check). Everything
 that could make the answer meaningless is refused here, before any decision is taken from it: a batch
 that is not ``(B, 1, *spatial)``, NaN / Inf values, values outside ``[0, 1]`` (the embedders would clip
 them silently, so the distance would belong to another image than the one released), a spatial shape
@@ -29,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_pso.embed.base import Embedder
-from monai_pso.embed.views import QueryViews
+from monai_pso.embed.base import Embedder, Embedding
+from monai_pso.embed.views import QueryViews, refines_poses
 from monai_pso.errors import ImageValueError, IndexIntegrityError
 from monai_pso.index.backends import exact_arithmetic
 from monai_pso.index.items import NearestItems
@@ -67,11 +68,14 @@ def check_image_batch(images: torch.Tensor | np.ndarray, index: Any) -> np.ndarr
 def nearest_training_items(index: Any, embedder: Embedder, images: torch.Tensor | np.ndarray, views: QueryViews | None = None) -> NearestItems:
     """Per image of the batch: the exact distance to the nearest training image, and which one it is.
 
+    With an embedder that refines poses and no extra ``views`` (:func:`~monai_pso.embed.views.refines_poses`),
+    the grid's exact answer is lowered where :func:`refined_nearest` comes closer.
+
     Parameters
     ----------
     index
         A :class:`~monai_pso.index.ReferenceIndex` (or any object with ``check_compatible`` and
-        ``nearest_items``).
+        ``nearest_items``; for a refining embedder also the rest of :class:`~monai_pso.index.items.ItemQueries`).
     embedder
         The embedder that built ``index``; its query side (:meth:`~monai_pso.embed.base.Embedder.embed_queries`)
         embeds ``images``.
@@ -91,7 +95,55 @@ def nearest_training_items(index: Any, embedder: Embedder, images: torch.Tensor 
     with torch.no_grad(), exact_arithmetic():  # the embedding the threshold was calibrated in, whatever autocast is on
         embedding = (views or QueryViews()).embed(embedder, torch.from_numpy(batch))
     found = index.nearest_items(embedding)
+    if refines_poses(embedder, views):
+        found = refined_nearest(index, embedder, batch, embedding, found)
     distance = np.asarray(found.distance, dtype=np.float64)
     if distance.shape != (len(batch),) or not np.isfinite(distance).all() or (np.asarray(found.item) < 0).any():
         raise IndexIntegrityError(f"reference index returned no finite nearest distance for some of {len(batch)} images")
     return found
+
+
+def refined_nearest(index: Any, embedder: Embedder, batch: np.ndarray, embedding: Embedding, found: NearestItems) -> NearestItems:
+    """``found`` (the grid search's exact answer) lowered where the embedder's pose refinement comes closer.
+
+    Per image: the query vector attaining the grid distance, its ``embedder.refine_candidates`` exact nearest
+    training rows, and the image's distance to each of them after refining its pose
+    (:meth:`~monai_pso.embed.aligned.AlignedEmbedder.refine`). The answer is the smaller of the grid distance and
+    the refined ones (its row, item and patient with it): every refined distance is achieved by a pose of the
+    image, so the answer stays an achieved distance, never above the grid's, and an image the grid search
+    refuses stays refused. Called by :func:`nearest_training_items`, so the guard's decision and the
+    calibration's held-out distances refine alike.
+
+    Examples
+    --------
+    >>> from monai_pso.embed.aligned import AlignedEmbedder
+    >>> from monai_pso.index import build_index
+    >>> embedder = AlignedEmbedder(refine_steps=5)
+    >>> index = build_index("phantom:2d?patients=4&acquisitions=2&size=28", embedder, progress=False)
+    >>> image = np.random.default_rng(0).random((2, 1, 28, 28)).astype(np.float32)
+    >>> embedding = embedder.embed_queries(image)
+    >>> grid = index.nearest_items(embedding)
+    >>> bool((refined_nearest(index, embedder, image, embedding, grid).distance <= grid.distance).all())
+    True
+    """
+    vectors, valid = np.asarray(embedding.vectors, np.float32), np.asarray(embedding.valid, bool)
+    gaps = np.linalg.norm(vectors - index.row_vectors(found.row)[:, None, :], axis=2)
+    seeds = vectors[np.arange(len(vectors)), np.where(valid, gaps, np.inf).argmin(axis=1)]  # the vector attaining the grid distance
+    _, rows = index.nearest(seeds, k=embedder.refine_candidates)
+    rows = np.where(rows >= 0, rows, found.row[:, None])  # an index of fewer rows than candidates
+    with exact_arithmetic():
+        refined = embedder.refine(torch.from_numpy(batch), embedding, index.row_vectors(rows))
+    best = refined.argmin(axis=1)
+    distance, row = refined[np.arange(len(rows)), best], rows[np.arange(len(rows)), best]
+    closer = distance < found.distance
+    if not closer.any():
+        return found
+    rows_now = np.where(closer, row, found.row)
+    items = index.item_of_rows(rows_now)
+    return NearestItems(
+        distance=np.where(closer, distance, found.distance),
+        item=items,
+        item_id=[index.item_ids[i] for i in items],
+        patient_id=[index.patient_ids[i] for i in items],
+        row=rows_now,
+    )

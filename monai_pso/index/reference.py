@@ -352,7 +352,10 @@ class ReferenceIndex(ItemQueries):
         achieved distance near its first vector's nearest, the image's radius from then on, which also sizes
         its pivot cover, :class:`~monai_pso.index.groups.ViewGroups`) and then searched grouped
         (:meth:`~monai_pso.index.search.ShardSearcher.nearest_per_image`), every vector sharing its image's
-        radius; ``strategy`` does not change that search, and no strategy changes an answer.
+        radius (``auto`` and ``pruned``). With ``flat``, every vector gets its exact flat 1-NN instead, the
+        smallest per image kept (slower on the guard's view sets at every size measured:
+        ``flat_queries_per_s`` and ``grouped_queries_per_s`` of ``benchmarks/results/index_cpu.json``).
+        No strategy changes an answer.
 
         Parameters
         ----------
@@ -404,7 +407,7 @@ class ReferenceIndex(ItemQueries):
                 searcher.nearest(Queries.of(vectors[starts[single]]), nearest, "flat" if strategy == "auto" else strategy)
             distance[single], row[single] = nearest.distances[:, 0], nearest.rows[:, 0]
         images = np.flatnonzero(sizes > 1)
-        if len(images):
+        if len(images) and strategy != "flat":
             several = np.repeat(sizes > 1, sizes)
             block = Queries.of(vectors[several])
             state = NearestPerImage(owner[several], n_images)
@@ -414,6 +417,14 @@ class ReferenceIndex(ItemQueries):
             for searcher in self.searchers():
                 searcher.nearest_per_image(block, groups, state)
             distance[images], row[images] = state.distance[images], state.row[images]
+        elif len(images):  # few rows: every vector's exact 1-NN, the smallest per image (ties: the smaller row)
+            several = np.repeat(sizes > 1, sizes)
+            nearest = TopK(int(several.sum()), 1)
+            for searcher in self.searchers():
+                searcher.nearest(Queries.of(vectors[several]), nearest, "flat")
+            order = np.lexsort((nearest.rows[:, 0], nearest.distances[:, 0], owner[several]))
+            first = order[np.r_[True, np.diff(owner[several][order]) != 0]]
+            distance[images], row[images] = nearest.distances[first, 0], nearest.rows[first, 0]
         return distance, row
 
     def any_within(self, queries: np.ndarray, tau: float, strategy: str = "auto") -> np.ndarray:
@@ -443,6 +454,22 @@ class ReferenceIndex(ItemQueries):
             inside = (rows >= shard.row_offset) & (rows < shard.row_offset + shard.n_rows)
             items[inside] = shard.row_item[rows[inside] - shard.row_offset]
         return items
+
+    def row_vectors(self, rows: np.ndarray) -> np.ndarray:
+        """``(*rows.shape, D)`` float32: the stored vector of each global row held here (zeros for others and ``-1``).
+
+        Examples
+        --------
+        >>> index = ReferenceIndex.from_vectors(np.arange(6, dtype=np.float32).reshape(3, 2), [0, 1, 2], ["a", "b", "c"], ["p"] * 3)
+        >>> index.row_vectors(np.array([2, 0])).tolist()
+        [[4.0, 5.0], [0.0, 1.0]]
+        """
+        rows = np.asarray(rows, np.int64)
+        vectors = np.zeros(rows.shape + (self.dim,), np.float32)
+        for shard in self.shards:
+            inside = (rows >= shard.row_offset) & (rows < shard.row_offset + shard.n_rows)
+            vectors[inside] = shard.vectors[shard.position_of_row[rows[inside] - shard.row_offset]]
+        return vectors
 
     # -- persistence -------------------------------------------------------------------------------
 

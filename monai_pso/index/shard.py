@@ -168,6 +168,13 @@ class Shard:
         return np.asarray(self.member_dist[self.offsets[1:] - 1], np.float64)
 
     @cached_property
+    def position_of_row(self) -> np.ndarray:
+        """``(n,)`` int64 storage position of each row (relative to ``row_offset``): the inverse of ``row_id``."""
+        positions = np.empty(len(self.row_id), np.int64)
+        positions[self.row_id] = np.arange(len(self.row_id))
+        return positions
+
+    @cached_property
     def cluster_max_norm(self) -> np.ndarray:
         """Largest row norm in each cluster."""
         return np.maximum.reduceat(np.asarray(self.norms), self.offsets[:-1])

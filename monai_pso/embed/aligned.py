@@ -367,7 +367,8 @@ def equalised(values: torch.Tensor, knots: int = 17) -> torch.Tensor:
     (True, 0.0, 1.0)
     """
     levels = torch.linspace(0.0, 1.0, knots, dtype=values.dtype, device=values.device)
-    ordered = torch.from_numpy(np.sort(values.detach().cpu().numpy(), axis=-1)).to(values.device)  # NumPy's SIMD sort: many times torch's on a CPU
+    # NumPy's SIMD sort: many times torch's on a CPU; the knots carry no gradient (pose refinement follows the values)
+    ordered = torch.from_numpy(np.sort(values.detach().cpu().numpy(), axis=-1)).to(values.device)
     position = levels * (values.shape[-1] - 1)
     below, above = position.floor().long(), position.ceil().long()
     quantiles = torch.lerp(ordered[..., below], ordered[..., above], position - below)  # (..., knots): torch.quantile's linear rule

@@ -22,7 +22,8 @@ HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 comma := ,
 DEMO_EXTRAS := $(if $(HAS_GPU),[gpu])
 TEST_EXTRAS := [test$(if $(HAS_GPU),$(comma)gpu)]
-PYTEST_ARGS ?= -q --durations=15
+# Test files spread over the cores (at most 4 workers; a file's tests stay on one worker, so module fixtures are built once).
+PYTEST_ARGS ?= -q --durations=15 -n auto --maxprocesses 4 --dist loadfile
 
 .PHONY: demo test install system-deps clean
 

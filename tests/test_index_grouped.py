@@ -9,7 +9,7 @@ import torch
 from monai_pso.embed.pixel import PixelEmbedder
 from monai_pso.embed.views import QueryViews
 from monai_pso.errors import ImageValueError
-from monai_pso.index import ReferenceIndex
+from monai_pso.index import ReferenceIndex, search
 from monai_pso.index.exact import pair_distances
 from monai_pso.index.groups import ViewGroups, group_starts
 from monai_pso.index.query import nearest_training_items
@@ -56,10 +56,26 @@ def test_grouped_search_equals_float64_brute_force_on_random_clustered_views(bac
         index = ReferenceIndex.from_vectors(refs, np.arange(len(refs)), [str(i) for i in range(len(refs))], ["p"] * len(refs), shard_rows=shard_rows, backend=backend)
         assert all(bool(s.projection_dim) == projected for s in index.shards)
         truth, truth_rows = brute_force(queries, refs, owner)
-        for strategy in ("flat", "pruned"):
+        for strategy in ("flat", "pruned", "auto"):
             distance, row = index.nearest_per_image(queries, owner, strategy=strategy)
             np.testing.assert_array_equal(distance, truth)
             np.testing.assert_array_equal(row, truth_rows)
+
+
+def test_auto_mixes_flat_and_grouped_shards_without_changing_an_answer(monkeypatch):
+    rng = np.random.default_rng(23)
+    for _ in range(6):
+        refs, queries, owner = clustered_case(rng, projected=bool(rng.random() < 0.5))
+        shard_rows = int(rng.integers(200, 500))
+        extra = 3 * shard_rows + int(rng.integers(1, shard_rows))  # full shards and a smaller last one
+        refs = np.concatenate([refs, refs[rng.integers(0, len(refs), extra)] + rng.normal(size=(extra, refs.shape[1])).astype(np.float32) * 0.1])
+        index = ReferenceIndex.from_vectors(refs, np.arange(len(refs)), [str(i) for i in range(len(refs))], ["p"] * len(refs), shard_rows=shard_rows)
+        monkeypatch.setattr(search, "AUTO_GROUPED_MIN_ROWS", shard_rows)  # full shards grouped, the last one flat
+        assert {searcher.groups_pay("auto") for searcher in index.searchers()} == {True, False}
+        distance, row = index.nearest_per_image(queries, owner, strategy="auto")
+        truth, truth_rows = brute_force(queries, refs, owner)
+        np.testing.assert_array_equal(distance, truth)
+        np.testing.assert_array_equal(row, truth_rows)
 
 
 def test_views_of_images_through_the_guard_path_equal_brute_force():

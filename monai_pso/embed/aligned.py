@@ -238,7 +238,7 @@ class AlignedEmbedder(Embedder):
     def _poses(self, batch: torch.Tensor, theta: torch.Tensor, grid: int) -> torch.Tensor:
         """``(B, P, grid**dims)``: the field under each pose, sampled from the smoothed image."""
         working = self._working(batch, self.field, grid)
-        sampling = F.affine_grid(theta.to(working), [len(theta), 1, *[grid] * (batch.ndim - 2)], align_corners=False)  # (P, *grid, dims)
+        sampling = box_sampling(theta.to(working.dtype), grid)  # (P, *grid, dims)
         return torch.stack([
             F.grid_sample(image.expand(len(theta), *image.shape), sampling, mode="bilinear", padding_mode="border", align_corners=False).flatten(1)
             for image in working
@@ -350,6 +350,25 @@ def pose_maps(field: float, dims: int, identity: bool, moves: tuple, rotations: 
             linear = matrix * field / zoom
             maps.append(torch.cat([linear, 2.0 * torch.tensor(offsets[::-1], dtype=torch.float64)[:, None]], dim=1))
     return torch.stack(maps)
+
+
+def box_sampling(theta: torch.Tensor, grid: int) -> torch.Tensor:
+    """``F.affine_grid`` of the poses ``theta`` ``(P, dims, dims + 1)`` on a box of ``grid`` pixels a side, cached
+    by the poses' values: every query of a guard samples the same poses (read-only; do not modify it).
+
+    Examples
+    --------
+    >>> theta = pose_maps(0.7, 2, False, (0.0,), (0.0, 10.0), (1.0,), (0.0,)).float()
+    >>> box_sampling(theta, 8).shape, box_sampling(theta.clone(), 8) is box_sampling(theta, 8)
+    (torch.Size([3, 8, 8, 2]), True)
+    """
+    return _box_sampling(theta.detach().cpu().contiguous().numpy().tobytes(), tuple(theta.shape), str(theta.dtype), grid).to(theta.device)
+
+
+@functools.lru_cache(maxsize=8)
+def _box_sampling(theta: bytes, shape: tuple[int, ...], dtype: str, grid: int) -> torch.Tensor:
+    values = torch.from_numpy(np.frombuffer(theta, dtype=np.dtype(dtype.removeprefix("torch."))).reshape(shape).copy())
+    return F.affine_grid(values, [shape[0], 1, *[grid] * (shape[1])], align_corners=False)
 
 
 def equalised(values: torch.Tensor, knots: int = 17) -> torch.Tensor:

@@ -348,13 +348,15 @@ class ReferenceIndex(ItemQueries):
         Images are searched in blocks of whole images (about :data:`QUERY_CHUNK` vectors). An image with one
         vector gets its exact 1-NN (``strategy``: ``pruned`` or ``flat``, see :meth:`nearest`; ``auto`` is
         ``flat`` here, since for few vectors the per-cluster work of pruned search costs more than it saves).
-        An image with several is seeded (:meth:`~monai_pso.index.search.ShardSearcher.seed_per_image`: an
-        achieved distance near its first vector's nearest, the image's radius from then on, which also sizes
-        its pivot cover, :class:`~monai_pso.index.groups.ViewGroups`) and then searched grouped
-        (:meth:`~monai_pso.index.search.ShardSearcher.nearest_per_image`), every vector sharing its image's
-        radius (``auto`` and ``pruned``). With ``flat``, every vector gets its exact flat 1-NN instead, the
-        smallest per image kept (slower on the guard's view sets at every size measured:
-        ``flat_queries_per_s`` and ``grouped_queries_per_s`` of ``benchmarks/results/index_cpu.json``).
+        An image with several shares one radius over all its vectors. On a shard of
+        :data:`~monai_pso.index.search.AUTO_GROUPED_MIN_ROWS` rows or more (``auto``; every shard with
+        ``pruned``) it is seeded (:meth:`~monai_pso.index.search.ShardSearcher.seed_per_image`: an achieved
+        distance near its first vector's nearest, which also sizes its pivot cover,
+        :class:`~monai_pso.index.groups.ViewGroups`) and searched grouped
+        (:meth:`~monai_pso.index.search.ShardSearcher.nearest_per_image`); on smaller shards (``auto``; every
+        shard with ``flat``) every vector is measured against every row in one float32 pass
+        (:meth:`~monai_pso.index.search.ShardSearcher.nearest_per_image_flat`), where pivots cost more than
+        they save (``flat_queries_per_s`` and ``grouped_queries_per_s`` of ``benchmarks/results/index_cpu.json``).
         No strategy changes an answer.
 
         Parameters
@@ -407,24 +409,21 @@ class ReferenceIndex(ItemQueries):
                 searcher.nearest(Queries.of(vectors[starts[single]]), nearest, "flat" if strategy == "auto" else strategy)
             distance[single], row[single] = nearest.distances[:, 0], nearest.rows[:, 0]
         images = np.flatnonzero(sizes > 1)
-        if len(images) and strategy != "flat":
+        if len(images):
             several = np.repeat(sizes > 1, sizes)
             block = Queries.of(vectors[several])
             state = NearestPerImage(owner[several], n_images)
+            grouped = [searcher for searcher in self.searchers() if searcher.groups_pay(strategy)]
+            if grouped:
+                for searcher in self.searchers():
+                    searcher.seed_per_image(block, group_starts(state.owner)[:-1], state)
+                groups = ViewGroups.cover(block, state.owner, ViewGroups.cover_radius(block, state.owner, state.distance))
             for searcher in self.searchers():
-                searcher.seed_per_image(block, group_starts(state.owner)[:-1], state)
-            groups = ViewGroups.cover(block, state.owner, ViewGroups.cover_radius(block, state.owner, state.distance))
-            for searcher in self.searchers():
-                searcher.nearest_per_image(block, groups, state)
+                if searcher.groups_pay(strategy):
+                    searcher.nearest_per_image(block, groups, state)
+                else:
+                    searcher.nearest_per_image_flat(block, state)
             distance[images], row[images] = state.distance[images], state.row[images]
-        elif len(images):  # few rows: every vector's exact 1-NN, the smallest per image (ties: the smaller row)
-            several = np.repeat(sizes > 1, sizes)
-            nearest = TopK(int(several.sum()), 1)
-            for searcher in self.searchers():
-                searcher.nearest(Queries.of(vectors[several]), nearest, "flat")
-            order = np.lexsort((nearest.rows[:, 0], nearest.distances[:, 0], owner[several]))
-            first = order[np.r_[True, np.diff(owner[several][order]) != 0]]
-            distance[images], row[images] = nearest.distances[first, 0], nearest.rows[first, 0]
         return distance, row
 
     def any_within(self, queries: np.ndarray, tau: float, strategy: str = "auto") -> np.ndarray:

@@ -23,10 +23,12 @@ Two strategies give the same answers:
   is the current k-th distance, seeded from the nearest cluster and shrinking as better rows are found; the
   slice is scanned in full dimension (near the k-th distance the projection leaves too many pairs).
 
-The guard's own question, per image the nearest row over all its query vectors, is
-:meth:`ShardSearcher.nearest_per_image` with a :class:`~monai_pso.index.groups.NearestPerImage` state
-(see :mod:`monai_pso.index.groups`): pivots scanned against every row, their members against the few rows
-the triangle inequality leaves, through the projection filter where the shard has one.
+The guard's own question, per image the nearest row over all its query vectors, is answered with a
+:class:`~monai_pso.index.groups.NearestPerImage` state (see :mod:`monai_pso.index.groups`), one radius per
+image: on large shards by :meth:`ShardSearcher.nearest_per_image` (pivots scanned against every row, their
+members against the few rows the triangle inequality leaves, through the projection filter where the shard
+has one), on small ones by :meth:`ShardSearcher.nearest_per_image_flat` (every vector against every row in
+float32, only the pairs that may beat the image's best re-measured).
 
 Every comparison is padded by :func:`~monai_pso.index.exact.float64_slack` in the conservative direction,
 so pruning only ever removes rows whose canonical distance exceeds the radius.
@@ -61,7 +63,7 @@ from monai_pso.index.exact import (
     row_norms,
     squared_threshold,
 )
-from monai_pso.index.groups import NearestPerImage, ViewGroups
+from monai_pso.index.groups import NearestPerImage, ViewGroups, group_starts
 from monai_pso.index.projection import project, projection_error
 from monai_pso.index.shard import Shard
 
@@ -74,6 +76,15 @@ AUTO_PRUNED_MIN_ROWS = 50_000
 
 #: Rows scanned per block by the flat range scan (early exit is checked between blocks).
 FLAT_BLOCK_ROWS = 1 << 16
+
+#: ``auto`` answers the guard's per-image question on shards of at least this many rows with pivots
+#: (:meth:`ShardSearcher.nearest_per_image`), on smaller ones with one flat pass of every vector
+#: (:meth:`ShardSearcher.nearest_per_image_flat`): below it the pivots cost more than they save
+#: (``flat_queries_per_s`` and ``grouped_queries_per_s`` of ``benchmarks/results/index_cpu.json``).
+AUTO_GROUPED_MIN_ROWS = 2_000
+
+#: Float32 distances held at once by the flat per-image pass (``vectors x rows`` per block: 64 MiB).
+FLAT_PAIR_VALUES = 1 << 24
 
 #: Rows per block whose float32 distance to a seed vector is re-measured to seed its image's radius.
 SEED_CANDIDATES = 4
@@ -383,6 +394,12 @@ class ShardSearcher:
 
     # -- grouped 1-NN (the guard's question) ----------------------------------------------------
 
+    def _may_beat(self, float32_sq: np.ndarray, bound: np.ndarray, best: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pairs ``(vector, column)`` of ``float32_sq`` whose canonical distance may be at most ``best`` (per
+        vector, an achieved distance of its image): every pair that can be the image's nearest, ties included."""
+        limits = squared_threshold(best * (1.0 + self.slack) / (1.0 - self.slack), bound, self.slack)
+        return np.nonzero(float32_sq <= float32_ceil(limits)[:, None])
+
     def _offer_members(self, queries: Queries, members: np.ndarray, reach: np.ndarray, local_rows: np.ndarray, pivot_lower: np.ndarray, state: NearestPerImage) -> None:
         """Measure one pivot's ``members`` (one image's vectors, nearest to the pivot first), block by block,
         against the candidate rows the block's farthest member can reach (by their certified distance
@@ -398,8 +415,7 @@ class ShardSearcher:
             self.pairs_scanned += float32_sq.size
             bound = self._bound(queries, group, float(np.max(self.shard.norms[rows])))  # per member: one pass over the pairs below
             best = min(float(state.radius(group[:1])[0]), float(certified_upper(float32_sq.min(axis=1), bound, self.slack).min()))
-            limits = squared_threshold(np.full(len(group), best * (1.0 + self.slack) / (1.0 - self.slack)), bound, self.slack)
-            pick_q, pick_r = np.nonzero(float32_sq <= float32_ceil(limits)[:, None])
+            pick_q, pick_r = self._may_beat(float32_sq, bound, np.full(len(group), best))
             self._offer(queries, group[pick_q], rows[pick_r], state)
 
     def _offer_members_projected(
@@ -499,6 +515,32 @@ class ShardSearcher:
                     self._offer_members(queries, members[p], groups.reach, rows, pivot_lower, state)
                 else:
                     self._offer_members_projected(queries, projected, members[p], groups.reach, rows, pivot_lower, state)
+
+    def nearest_per_image_flat(self, queries: Queries, state: NearestPerImage) -> None:
+        """Update ``state`` with each image's exact nearest row of this shard, without pivots.
+
+        Block by block of rows, every vector's float32 distance to every row; each image's best certified
+        upper bound (its own, or an achieved distance from an earlier shard) bounds which pairs may be its
+        nearest, and only those are re-measured in float64. One matrix product per block and no per-pivot
+        work: faster than :meth:`nearest_per_image` below :data:`AUTO_GROUPED_MIN_ROWS` rows.
+        """
+        everyone = np.arange(len(queries))
+        runs = group_starts(state.owner)
+        step = max(1, FLAT_PAIR_VALUES // max(1, len(queries)))
+        for start in range(0, self.shard.n_rows, step):
+            stop = min(self.shard.n_rows, start + step)
+            float32_sq = self.backend.sqdist(queries.vectors, self.placed, start, stop)
+            self.pairs_scanned += float32_sq.size
+            bound = self._bound(queries, everyone, float(np.max(self.shard.norms[start:stop])))
+            upper = certified_upper(float32_sq.min(axis=1), bound, self.slack)
+            best = np.minimum(state.radius(everyone), np.repeat(np.minimum.reduceat(upper, runs[:-1]), np.diff(runs)))
+            pick_q, pick_r = self._may_beat(float32_sq, bound, best)
+            self._offer(queries, pick_q, pick_r + start, state)
+
+    def groups_pay(self, strategy: str) -> bool:
+        """Whether :meth:`nearest_per_image` (pivots) rather than :meth:`nearest_per_image_flat` answers
+        the per-image question here: ``pruned``, or ``auto`` on a shard of :data:`AUTO_GROUPED_MIN_ROWS` or more."""
+        return strategy == "pruned" or (strategy == "auto" and self.shard.n_rows >= AUTO_GROUPED_MIN_ROWS)
 
     # -- public ----------------------------------------------------------------------------------
 

@@ -53,6 +53,7 @@ from monai_pso.embed.aligned import AlignedEmbedder  # noqa: E402
 from monai_pso.guard import build_guard  # noqa: E402
 from monai_pso.guard.checker import GuardCheck  # noqa: E402
 from monai_pso.index import ReferenceIndex  # noqa: E402
+from monai_pso.io import write_json_atomically  # noqa: E402
 from monai_pso.threads import cpu_threads  # noqa: E402
 
 SHARED = Path(os.environ.get("MONAI_PSO_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -198,7 +199,8 @@ def main() -> None:
     arguments = parser.parse_args()
     if not SHARED.is_dir():
         raise SystemExit(f"shared data not found at {SHARED}")
-    results: dict[str, Any] = {}
+    # the data sets measured before and not in this run are kept (a run of one data set keeps the others)
+    results: dict[str, Any] = json.loads(arguments.out.read_text())["datasets"] if arguments.out.exists() else {}
     with cpu_threads(1):
         for name in arguments.datasets:
             copies = arguments.copies if name != "adrenalmnist3d" else max(10, arguments.copies // 2)
@@ -214,8 +216,7 @@ def main() -> None:
                 "ranges": {k: list(v) if isinstance(v, tuple) else v for k, v in RANGES.items()},
                 "datasets": results,
             }
-            arguments.out.parent.mkdir(parents=True, exist_ok=True)
-            arguments.out.write_text(json.dumps(document, indent=1))
+            write_json_atomically(arguments.out, document, indent=1, sort_keys=False)
 
 
 if __name__ == "__main__":

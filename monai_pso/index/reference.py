@@ -413,8 +413,7 @@ class ReferenceIndex(ItemQueries):
             several = np.repeat(sizes > 1, sizes)
             block = Queries.of(vectors[several])
             state = NearestPerImage(owner[several], n_images)
-            grouped = [searcher for searcher in self.searchers() if searcher.groups_pay(strategy)]
-            if grouped:
+            if any(searcher.groups_pay(strategy) for searcher in self.searchers()):  # pivots need seeds and a cover
                 for searcher in self.searchers():
                     searcher.seed_per_image(block, group_starts(state.owner)[:-1], state)
                 groups = ViewGroups.cover(block, state.owner, ViewGroups.cover_radius(block, state.owner, state.distance))

@@ -92,6 +92,10 @@ def test_aligned_3d_finds_moved_and_re_exposed_volumes_and_pasted_blocks():
     own, others = np.diag(distances), np.where(np.eye(len(training), dtype=bool), np.inf, distances).min(axis=1)
     unseen = image_distances(windows.embed_queries(canvases), windows.embed(training)).min(axis=1)
     assert (own < others).all() and own.max() < unseen.min(), (own, others, unseen)
+    # the same boxes defeat the first window geometry (half the side, every 7 voxels): the boxes are not too easy
+    first = AlignedEmbedder(windows=True, window_geometry=1)
+    own_first = np.diag(image_distances(first.embed_queries(pasted), first.embed(training)))
+    assert own_first.max() >= image_distances(first.embed_queries(canvases), first.embed(training)).min(axis=1).min()
 
 
 def test_regions_pasted_anywhere_on_64_pixel_images_meet_a_training_window_exactly():
